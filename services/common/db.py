@@ -1,0 +1,200 @@
+"""The database dependency: SQLAlchemy 2 Core over psycopg 3, one PostgreSQL schema per service.
+
+A service declares ``db = Database("queue")`` and uses::
+
+    with self.db.transaction() as tx:
+        if not tx.claim_event("queue.on_application_filed", event["event_id"]):
+            return                                  # redelivered: already handled
+        tx.execute(text("..."), {...})              # the effect
+        tx.journal("application:123", "entered_queue", {...})  # ledger row, database time
+        tx.publish(contracts.queue_entry_changed(...))          # outbox row, same transaction
+
+Everything written in one ``transaction()`` commits or rolls back together; the outbox relay
+(services.common.outbox) publishes the outbox rows after the commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+from typing import Any, Iterator
+
+from nameko.extensions import DependencyProvider
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection, Engine
+
+from services.common import contracts
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(url: str, pool_size: int = 10) -> Engine:
+    """One engine per database URL per process (all services in one runner share it)."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=20,
+                pool_pre_ping=True,
+                pool_recycle=600,
+                connect_args={"connect_timeout": 5},
+            )
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for pg advisory locks."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class Tx:
+    """One database transaction with the reliability helpers bound to a service's schema."""
+
+    def __init__(self, conn: Connection, schema: str):
+        self.conn = conn
+        self.schema = schema
+        self.published = 0
+
+    def execute(self, statement, params=None):
+        if isinstance(statement, str):
+            statement = text(statement)
+        return self.conn.execute(statement, params or {})
+
+    def claim_event(self, handler: str, event_id: str) -> bool:
+        """Record (handler, event_id) in the inbox; False if it was already handled."""
+        row = self.conn.execute(
+            text(
+                f"INSERT INTO {self.schema}.inbox (handler, event_id) VALUES (:h, :e) "
+                "ON CONFLICT DO NOTHING RETURNING 1"
+            ),
+            {"h": handler, "e": event_id},
+        ).first()
+        return row is not None
+
+    def publish(self, event: dict[str, Any], exchange: str | None = None,
+                routing_key: str | None = None) -> None:
+        """Write an event envelope (see contracts.envelope) to the outbox in this transaction."""
+        self.conn.execute(
+            text(
+                f"INSERT INTO {self.schema}.outbox (exchange, routing_key, payload) "
+                "VALUES (:x, :k, CAST(:p AS jsonb))"
+            ),
+            {
+                "x": exchange or f"{event['source']}.events",
+                "k": routing_key or event["event_type"],
+                "p": json.dumps(event, default=str),
+            },
+        )
+        self.published += 1
+
+    def audit(self, record: dict[str, Any]) -> None:
+        """A system action for the audit log, delivered through the outbox."""
+        from services.common.amqp import AUDIT_EXCHANGE
+
+        self.publish(contracts.audit_record(**record), exchange=AUDIT_EXCHANGE,
+                     routing_key="audit_record")
+
+    def journal(self, stream: str, kind: str, data: dict[str, Any],
+                corrects: int | None = None) -> dict[str, Any]:
+        """Append a ledger row; the database sets seq, time and the hash chain."""
+        row = self.conn.execute(
+            text(
+                f"INSERT INTO {self.schema}.journal (stream, kind, data, corrects) "
+                "VALUES (:s, :k, CAST(:d AS jsonb), :c) RETURNING seq, at, hash"
+            ),
+            {"s": stream, "k": kind, "d": json.dumps(data, default=str), "c": corrects},
+        ).mappings().one()
+        return dict(row)
+
+    def try_lock(self, name: str) -> bool:
+        """Transaction-scoped advisory lock: True for exactly one holder at a time."""
+        return bool(
+            self.conn.execute(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key(name)}
+            ).scalar()
+        )
+
+    def now(self):
+        return self.conn.execute(text("SELECT clock_timestamp()")).scalar()
+
+
+class DatabaseAccess:
+    """What a worker gets: transactions on the service's schema."""
+
+    def __init__(self, engine: Engine, schema: str, on_publish=None):
+        self.engine = engine
+        self.schema = schema
+        self._on_publish = on_publish
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                tx = Tx(conn, self.schema)
+                yield tx
+            # committed
+            if tx.published and self._on_publish:
+                self._on_publish()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read-only transaction (no outbox wake-up)."""
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield Tx(conn, self.schema)
+
+
+class Database(DependencyProvider):
+    """Nameko dependency: ``db = Database("queue")``. Also runs the outbox relay."""
+
+    def __init__(self, schema: str, relay: bool = True):
+        self.schema = schema
+        self.relay_enabled = relay
+        self.relay = None
+
+    def setup(self):
+        from services.common.config import settings
+        from services.common.outbox import OutboxRelay
+
+        config = self.container.config
+        self.engine = get_engine(config["DB_URL"])
+        if self.relay_enabled:
+            s = settings(config)
+            self.relay = OutboxRelay(
+                self.engine,
+                self.schema,
+                config["AMQP_URI"],
+                poll_seconds=float(s.get("OUTBOX_POLL_SECONDS", 0.2)),
+                batch=int(s.get("OUTBOX_BATCH", 500)),
+                service=self.container.service_name,
+            )
+
+    def start(self):
+        if self.relay:
+            self.relay.start(self.container.spawn_managed_thread)
+
+    def stop(self):
+        if self.relay:
+            self.relay.stop()
+
+    def kill(self):
+        self.stop()
+
+    def access(self) -> DatabaseAccess:
+        return DatabaseAccess(self.engine, self.schema, self.relay.wake if self.relay else None)
+
+    def get_dependency(self, worker_ctx) -> DatabaseAccess:
+        return self.access()

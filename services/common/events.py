@@ -1,0 +1,136 @@
+"""Event handling that never drops a message.
+
+Nameko's ``event_handler`` acknowledges a message whose handler raised: the event is gone. Ours:
+
+- declares its queue as a durable quorum queue whose dead-letter exchange is ``kezek.dlx``;
+- on success, acks;
+- on :class:`PoisonMessage` (malformed, unknown type or version), publishes the message with the
+  reason to the dead-letter queue at once, then acks;
+- on any other error, requeues; once the message has been delivered ``HANDLER_MAX_ATTEMPTS``
+  times it goes to the dead-letter queue with the last error, then is acked. Should even that
+  publish fail, the message is rejected and RabbitMQ dead-letters it through ``kezek.dlx``.
+
+Use ``@reliable_handler("allocation", "direction_issued")`` in place of ``event_handler``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from kombu import Queue
+from nameko.events import EventHandler, get_event_exchange
+from nameko.messaging import QueueConsumer
+
+from services.common import metrics
+from services.common.amqp import DLQ, ConfirmingPublisher, handler_queue_arguments
+from services.common.config import settings
+from services.common.contracts import PoisonMessage
+
+log = logging.getLogger(__name__)
+
+_dlq_publishers: dict[str, ConfirmingPublisher] = {}
+
+
+def handler_queue_name(source_service: str, event_type: str, service_name: str,
+                       method_name: str) -> str:
+    return f"evt-{source_service}-{event_type}--{service_name}.{method_name}"
+
+
+def handler_queue(source_service: str, event_type: str, service_name: str, method_name: str,
+                  max_attempts: int, config: dict | None = None) -> Queue:
+    return Queue(
+        handler_queue_name(source_service, event_type, service_name, method_name),
+        exchange=get_event_exchange(source_service, config or {}),
+        routing_key=event_type,
+        durable=True,
+        auto_delete=False,
+        queue_arguments=handler_queue_arguments(max_attempts),
+    )
+
+
+def send_to_dlq(amqp_uri: str, body, queue_name: str, reason: str, headers: dict) -> None:
+    publisher = _dlq_publishers.get(amqp_uri)
+    if publisher is None:
+        publisher = _dlq_publishers[amqp_uri] = ConfirmingPublisher(amqp_uri)
+    dl_headers = {k: v for k, v in (headers or {}).items() if not k.startswith("x-")}
+    dl_headers.update({
+        "x-kezek-queue": queue_name,
+        "x-kezek-reason": reason[:1000],
+        "x-kezek-dead-at": time.time(),
+    })
+    payload = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    # to the queue by name through the default exchange
+    publisher.publish_batch([("", DLQ, payload, dl_headers)])
+
+
+class DeadLetteringQueueConsumer(QueueConsumer):
+    """Kombu acks a message it cannot decode (bad JSON); we dead-letter it instead."""
+
+    def on_decode_error(self, message, exc):
+        log.error("undecodable message on %s: %s; dead-lettering it",
+                  message.delivery_info.get("routing_key"), exc)
+        # RabbitMQ routes it to kezek.dlx with an x-death header naming the queue
+        message.reject(requeue=False)
+
+
+class ReliableEventHandler(EventHandler):
+    queue_consumer = DeadLetteringQueueConsumer()
+
+    def __init__(self, source_service, event_type, **kwargs):
+        super().__init__(source_service, event_type, **kwargs)
+
+    @property
+    def max_attempts(self) -> int:
+        return int(settings(self.container.config).get("HANDLER_MAX_ATTEMPTS", 5))
+
+    def setup(self):
+        self.queue = handler_queue(
+            self.source_service, self.event_type, self.container.service_name,
+            self.method_name, self.max_attempts, self.container.config,
+        )
+        # skip EventHandler.setup (it would rebuild the queue without our arguments)
+        self.queue_consumer.register_provider(self)
+
+    def handle_message(self, body, message):
+        message.kezek_started = time.monotonic()
+        metrics.IN_PROGRESS.labels(self.container.service_name).inc()
+        super().handle_message(body, message)
+
+    def handle_message_processed(self, message, result=None, exc_info=None):
+        service = self.container.service_name
+        metrics.IN_PROGRESS.labels(service).dec()
+        handler = f"{self.method_name}"
+        metrics.HANDLING_SECONDS.labels(service, handler).observe(
+            time.monotonic() - getattr(message, "kezek_started", time.monotonic()))
+        if exc_info is None:
+            metrics.CONSUMED.labels(service, handler, result if result == "duplicate" else "ok").inc()
+            metrics.LAST_PROCESSED.labels(service).set_to_current_time()
+            self.queue_consumer.ack_message(message)
+            return
+        exc = exc_info[1]
+        attempts = int(message.headers.get("x-delivery-count", 0) or 0) + 1
+        poison = isinstance(exc, PoisonMessage)
+        if not poison and attempts < self.max_attempts:
+            log.warning("handler %s.%s failed (attempt %d): %r", service, handler, attempts, exc)
+            metrics.CONSUMED.labels(service, handler, "retried").inc()
+            self.queue_consumer.requeue_message(message)
+            return
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("dead-lettering a message of %s after %d attempt(s): %s",
+                  self.queue.name, attempts, reason)
+        try:
+            send_to_dlq(self.container.config["AMQP_URI"], message.body, self.queue.name,
+                        reason, message.headers)
+        except Exception:  # noqa: BLE001 - let RabbitMQ dead-letter it instead
+            log.exception("could not publish to the DLQ; rejecting to kezek.dlx")
+            if message.channel.connection:
+                message.reject(requeue=False)
+            metrics.CONSUMED.labels(service, handler, "dead_lettered").inc()
+            return
+        metrics.CONSUMED.labels(service, handler, "dead_lettered").inc()
+        self.queue_consumer.ack_message(message)
+
+
+reliable_handler = ReliableEventHandler.decorator
