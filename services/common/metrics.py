@@ -132,6 +132,10 @@ class Metrics(DependencyProvider):
 
     # -- entrypoint accounting -----------------------------------------------------------------
     def worker_setup(self, worker_ctx):
+        from services.common.logs import request_id_var
+
+        # the request id travels in nameko's context headers (RPC) and event headers (outbox)
+        request_id_var.set(worker_ctx.data.get("request_id") or None)
         self._starts[id(worker_ctx)] = time.monotonic()
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):

@@ -89,9 +89,10 @@ class OutboxRelay:
                 if not rows:
                     return 0
                 messages = [
+                    # nameko.* headers become the handler's context data (request id in logs)
                     (r.exchange, r.routing_key, r.payload,
-                     {"kezek.event_id": r.payload.get("event_id", ""),
-                      "kezek.request_id": r.payload.get("request_id") or ""})
+                     {"nameko.event_id": r.payload.get("event_id", ""),
+                      "nameko.request_id": r.payload.get("request_id") or ""})
                     for r in rows
                 ]
                 self.publisher.publish_batch(messages)

@@ -1,0 +1,568 @@
+"""Queue commands: one transaction each, plain values in, plain JSON-able dicts out.
+
+The Nameko entrypoints, the CLI and bulk loaders call these. Event handlers pass
+``event=(handler, event_id)``: the inbox row is written in the same transaction as the effect,
+and a redelivered event returns ``"duplicate"`` having changed nothing.
+
+Every change to an entry goes through :func:`_change`: revision + 1, a journal row and a
+``queue.queue_entry_changed`` snapshot in the outbox, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from services.common import contracts
+from services.common.db import DatabaseAccess, Tx
+from services.common.errors import BadInput, Conflict, Forbidden, NotFound, RuleRefused
+from services.queue import domain, storage
+
+DUPLICATE = "duplicate"
+SERVICE = "queue"
+MAX_CLAIMANTS = 10_000
+
+
+# -- validation ------------------------------------------------------------------------------------
+def _text(data: dict, key: str, field: str | None = None, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise BadInput(f"{key} is required", field or key)
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise BadInput(f"{key} must be a string", field or key)
+    return str(value)
+
+
+def _int(data: dict, key: str, field: str | None = None, required: bool = True) -> int | None:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise BadInput(f"{key} is required", field or key)
+        return None
+    if isinstance(value, bool):
+        raise BadInput(f"{key} must be an integer", field or key)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"{key} must be an integer", field or key) from None
+
+
+def _moment(value: Any, field: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise BadInput(f"{field} must be an ISO 8601 time", field) from None
+    if moment.tzinfo is None:
+        raise BadInput(f"{field} needs a UTC offset", field)
+    return moment
+
+
+def _number(value: Any, field: str = "application_number") -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        raise BadInput("application_number must be a non-empty string", field)
+    return value.strip()
+
+
+def validate_entry(entry: Any) -> dict[str, Any]:
+    """An entries row from the application_filed data; BadInput names the bad field."""
+    if not isinstance(entry, dict):
+        raise BadInput("entry must be an object", "entry")
+    number = _number(entry.get("application_number"))
+    queue_type = _text(entry, "queue_type")
+    if queue_type not in domain.QUEUE_TYPES:
+        raise BadInput(f"queue_type must be one of {', '.join(domain.QUEUE_TYPES)}",
+                       "queue_type")
+    district = _text(entry, "district")
+    birth_year = _int(entry, "birth_year")
+    language = _text(entry, "language")
+    if "filed_at" not in entry or entry["filed_at"] in (None, ""):
+        raise BadInput("filed_at is required", "filed_at")
+    filed_at = _moment(entry["filed_at"], "filed_at")
+    orgs = entry.get("preferred_organizations") or []
+    if not isinstance(orgs, list):
+        raise BadInput("preferred_organizations must be a list", "preferred_organizations")
+    preferred: list[int] = []
+    for org in orgs:
+        if isinstance(org, bool):
+            raise BadInput("organisation ids are integers", "preferred_organizations")
+        try:
+            org_id = int(org)
+        except (TypeError, ValueError):
+            raise BadInput("organisation ids are integers", "preferred_organizations") from None
+        if org_id not in preferred:
+            preferred.append(org_id)
+    benefit = entry.get("benefit") or None
+    claimed_tier, verified, category = "none", False, None
+    if benefit is not None:
+        if not isinstance(benefit, dict):
+            raise BadInput("benefit must be an object or null", "benefit")
+        claimed_tier = benefit.get("tier") or "none"
+        if claimed_tier not in domain.TIER_RANK:
+            raise BadInput("benefit.tier is unknown", "benefit.tier")
+        verified = bool(benefit.get("verified"))
+        category = benefit.get("category")
+    return {
+        "application_number": number,
+        "queue_name": domain.queue_name(district, queue_type, birth_year),
+        "district": district,
+        "queue_type": queue_type,
+        "group_kind": domain.group_kind(queue_type),
+        "birth_year": birth_year,
+        "language": language,
+        "preferred_organizations": preferred,
+        "filed_at": filed_at,
+        "benefit_category": category,
+        "claimed_tier": claimed_tier,
+        "benefit_verified": verified,
+        "tier_rank": domain.tier_rank(claimed_tier, verified),
+        "status": "queued",
+        "stop_entered_at": None,
+        "stop_exits_at": None,
+        "stop_reason": None,
+        "applicant_id": _text(entry, "applicant_id", required=False),
+        "applicant_name": _text(entry, "applicant_name", required=False),
+        "child_name": _text(entry, "child_name", required=False),
+        "current_organization_id": _int(entry, "current_organization_id", required=False),
+        "current_group_id": _int(entry, "current_group_id", required=False),
+    }
+
+
+def validate_place(place: Any) -> dict[str, Any]:
+    if not isinstance(place, dict):
+        raise BadInput("place must be an object", "place")
+    return {
+        "place_id": _text(place, "place_id", "place.place_id"),
+        "organization_id": _int(place, "organization_id", "place.organization_id"),
+        "birth_year": _int(place, "birth_year", "place.birth_year"),
+        "language": _text(place, "language", "place.language"),
+        "group_type": _text(place, "group_type", "place.group_type"),
+    }
+
+
+def validate_actor(actor: Any) -> dict[str, Any]:
+    if not isinstance(actor, dict) or not actor.get("id") or not actor.get("role"):
+        raise BadInput("actor must name id and role", "actor")
+    return actor
+
+
+# -- results ---------------------------------------------------------------------------------------
+def queue_row(entry: dict[str, Any], number: int | None) -> dict[str, Any]:
+    """The queue row of api.md ("Queue lookup and queue registry rows"), 05-22."""
+    return {
+        "queue_name": entry["queue_name"],
+        "queue_number": number,
+        "applicant_name": entry["applicant_name"],
+        "child_name": entry["child_name"],
+        "application_number": entry["application_number"],
+        "filed_at": domain.iso(entry["filed_at"]),
+        "status": entry["status"],
+        "queue_type": entry["queue_type"],
+        "benefit_tier": domain.effective_tier(entry["claimed_tier"], entry["benefit_verified"]),
+        "stop_list": domain.stop_list(entry),
+        "provided": entry["status"] == "provided",
+        "district": entry["district"],
+        "birth_year": entry["birth_year"],
+        "language": entry["language"],
+        "revision": entry["revision"],
+    }
+
+
+def reserved_row(entry: dict[str, Any], reservation: dict[str, Any]) -> dict[str, Any]:
+    """What allocation needs to issue a direction for a reserved entry."""
+    return {
+        "application_number": entry["application_number"],
+        "applicant_id": entry["applicant_id"],
+        "applicant_name": entry["applicant_name"],
+        "child_name": entry["child_name"],
+        "queue_name": entry["queue_name"],
+        "queue_type": entry["queue_type"],
+        "district": entry["district"],
+        "birth_year": entry["birth_year"],
+        "language": entry["language"],
+        "benefit_tier": domain.effective_tier(entry["claimed_tier"], entry["benefit_verified"]),
+        "filed_at": domain.iso(entry["filed_at"]),
+        "status": entry["status"],
+        "revision": entry["revision"],
+        "current_organization_id": entry["current_organization_id"],
+        "current_group_id": entry["current_group_id"],
+        "place_id": reservation["place_id"],
+        "reservation": reservation["kind"],
+        "reserved_at": domain.iso(reservation["reserved_at"]),
+    }
+
+
+# -- the one way an entry changes --------------------------------------------------------------------
+def _change(tx: Tx, entry: dict[str, Any], kind: str, changes: dict[str, Any],
+            request_id: str | None = None, note: dict[str, Any] | None = None) -> dict[str, Any]:
+    new = storage.update_entry(tx, entry["application_number"], changes)
+    if "queued" in (entry["status"], new["status"]) or entry["tier_rank"] != new["tier_rank"]:
+        storage.refresh_candidates(tx, new)
+    _record(tx, new, kind, request_id, note)
+    return new
+
+
+def _record(tx: Tx, entry: dict[str, Any], kind: str, request_id: str | None,
+            note: dict[str, Any] | None) -> None:
+    snap = domain.snapshot(entry)
+    tx.journal(f"application:{entry['application_number']}", kind, {**snap, **(note or {})})
+    tx.publish(contracts.envelope(SERVICE, "queue_entry_changed", snap, request_id))
+
+
+def _claim(tx: Tx, event: tuple[str, str] | None) -> bool:
+    return event is None or tx.claim_event(*event)
+
+
+def _locked(tx: Tx, number: str) -> dict[str, Any]:
+    entry = storage.get_entry(tx, number, lock=True)
+    if entry is None:
+        raise NotFound(f"application {number} is not in the queue", "application_number")
+    return entry
+
+
+def _stop(reason: str, now: dt.datetime, until: dt.datetime | None) -> dict[str, Any]:
+    return {"status": "stop_listed", "stop_reason": reason, "stop_entered_at": now,
+            "stop_exits_at": until}
+
+
+_BACK_IN_QUEUE = {"status": "queued", "stop_reason": None, "stop_entered_at": None,
+                  "stop_exits_at": None}
+
+
+# -- enqueue -------------------------------------------------------------------------------------------
+def enqueue(db: DatabaseAccess, entry: Any, event: tuple[str, str] | None = None,
+            request_id: str | None = None) -> dict[str, Any] | str:
+    """Put an application into its queue; idempotent by application number."""
+    row = validate_entry(entry)
+    with db.transaction() as tx:
+        if not _claim(tx, event):
+            return DUPLICATE
+        storage.lock_application(tx, row["application_number"])
+        created = storage.insert_entry(tx, row)
+        if created is None:
+            current = storage.get_entry(tx, row["application_number"])
+        else:
+            storage.refresh_candidates(tx, created)
+            _record(tx, created, "entered_queue", request_id, None)
+            current = created
+            for early in storage.take_early_events(tx, row["application_number"]):
+                if early["event_type"] == "application_withdrawn":
+                    current = _withdraw(tx, current, request_id)
+                elif early["event_type"] == "benefit_verified":
+                    current = _verify_benefit(tx, current, early["data"], request_id)
+        return {"application_number": current["application_number"],
+                "queue_name": current["queue_name"],
+                "queue_number": storage.queue_number(tx, current),
+                "status": current["status"]}
+
+
+# -- applications' events -------------------------------------------------------------------------------
+def _withdraw(tx: Tx, entry: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    if entry["status"] == "withdrawn":
+        return entry
+    # an open reservation stays as it is: allocation learns of the withdrawal from its own event
+    return _change(tx, entry, "withdrawn", {"status": "withdrawn", "stop_reason": None,
+                                            "stop_entered_at": None, "stop_exits_at": None},
+                   request_id)
+
+
+def application_withdrawn(db: DatabaseAccess, data: dict[str, Any],
+                          event: tuple[str, str] | None = None,
+                          request_id: str | None = None) -> dict[str, Any] | str | None:
+    number = _number(data.get("application_number"))
+    with db.transaction() as tx:
+        if not _claim(tx, event):
+            return DUPLICATE
+        storage.lock_application(tx, number)  # an enqueue now cannot miss what we save
+        entry = storage.get_entry(tx, number, lock=True)
+        if entry is None:
+            storage.save_early_event(tx, number, "application_withdrawn", json.dumps(data))
+            return None
+        return queue_row(_withdraw(tx, entry, request_id), None)
+
+
+def _verify_benefit(tx: Tx, entry: dict[str, Any], data: dict[str, Any],
+                    request_id: str | None) -> dict[str, Any]:
+    if entry["status"] == "withdrawn":
+        return entry
+    approved = bool(data.get("approved"))
+    tier = data.get("tier") or entry["claimed_tier"]
+    if approved and tier not in domain.TIER_RANK:
+        raise BadInput("benefit tier is unknown", "tier")
+    claimed = tier if approved else entry["claimed_tier"]
+    changes = {"claimed_tier": claimed, "benefit_verified": approved,
+               "tier_rank": domain.tier_rank(claimed, approved),
+               "benefit_category": data.get("category") or entry["benefit_category"]}
+    if all(entry[k] == v for k, v in changes.items()):
+        return entry
+    kind = "benefit_granted" if approved else "benefit_refused"
+    return _change(tx, entry, kind, changes, request_id,
+                   {"benefit_category": changes["benefit_category"], "note": data.get("note")})
+
+
+def benefit_verified(db: DatabaseAccess, data: dict[str, Any],
+                     event: tuple[str, str] | None = None,
+                     request_id: str | None = None) -> dict[str, Any] | str | None:
+    """An officer's decision on the benefit claim: approved counts, refused means no tier."""
+    number = _number(data.get("application_number"))
+    with db.transaction() as tx:
+        if not _claim(tx, event):
+            return DUPLICATE
+        storage.lock_application(tx, number)  # an enqueue now cannot miss what we save
+        entry = storage.get_entry(tx, number, lock=True)
+        if entry is None:
+            storage.save_early_event(tx, number, "benefit_verified", json.dumps(data))
+            return None
+        entry = _verify_benefit(tx, entry, data, request_id)
+        return queue_row(entry, storage.queue_number(tx, entry))
+
+
+# -- allocation's events ---------------------------------------------------------------------------------
+def direction_event(db: DatabaseAccess, data: dict[str, Any],
+                    event: tuple[str, str] | None = None,
+                    request_id: str | None = None) -> dict[str, Any] | str | None:
+    """direction_issued / direction_changed: the entry follows its direction's status."""
+    number = _number(data.get("application_number"))
+    status = data.get("status")
+    if status not in ("issued", "enrolled", *domain.DIRECTION_STOP_REASONS):
+        raise BadInput(f"unknown direction status {status!r}", "status")
+    place_id = str(data.get("place_id"))
+    with db.transaction() as tx:
+        if not _claim(tx, event):
+            return DUPLICATE
+        entry = _locked(tx, number)  # a direction always follows a reservation: retry if absent
+        if not storage.claim_direction_revision(tx, data):
+            return DUPLICATE  # an older snapshot than one already applied
+        note = {"direction_number": data.get("number"), "place_id": place_id}
+        if status == "issued":
+            storage.mark_reservation_issued(tx, place_id, number, str(data.get("number")))
+            if entry["status"] == "queued":
+                entry = _change(tx, entry, "offered", {"status": "offered"}, request_id, note)
+            return queue_row(entry, storage.queue_number(tx, entry))
+        storage.close_reservations_of_direction(tx, place_id, number, status)
+        if entry["status"] not in ("queued", "offered"):
+            return queue_row(entry, storage.queue_number(tx, entry))  # withdrawn is final
+        if status == "enrolled":
+            entry = _change(tx, entry, "provided", {"status": "provided"}, request_id, note)
+        else:
+            reason = domain.DIRECTION_STOP_REASONS[status]
+            entry = _change(tx, entry, "stop_list_entered", _stop(reason, tx.now(), None),
+                            request_id, {**note, "reason": reason})
+        return queue_row(entry, storage.queue_number(tx, entry))
+
+
+# -- reservations -------------------------------------------------------------------------------------------
+def reserve_next(db: DatabaseAccess, place: Any,
+                 request_id: str | None = None) -> dict[str, Any] | None:
+    """Reserve the first eligible child who chose the place's organisation (priority period)."""
+    place = validate_place(place)
+    kind = place["group_type"]
+    with db.transaction() as tx:
+        storage.lock_place(tx, place["place_id"])
+        existing = storage.open_reservation(tx, place["place_id"])
+        if existing is not None:
+            return reserved_row(storage.get_entry(tx, existing["application_number"]), existing)
+        if kind not in domain.GROUP_KIND.values():
+            return None  # e.g. short_stay: no queue type fits it
+        entry = storage.pick_candidate(tx, place, kind)
+        if entry is None:
+            return None
+        return _reserve(tx, entry, place, "priority", request_id)
+
+
+def reserve_claimant(db: DatabaseAccess, place: Any, application_numbers: Any,
+                     request_id: str | None = None) -> dict[str, Any] | None:
+    """Reserve the claimant highest in the queue whose child fits the place (vacancy)."""
+    place = validate_place(place)
+    if not isinstance(application_numbers, list) or len(application_numbers) > MAX_CLAIMANTS:
+        raise BadInput("application_numbers must be a list", "application_numbers")
+    numbers = [_number(n, "application_numbers") for n in application_numbers]
+    kind = place["group_type"]
+    with db.transaction() as tx:
+        storage.lock_place(tx, place["place_id"])
+        existing = storage.open_reservation(tx, place["place_id"])
+        if existing is not None:
+            return reserved_row(storage.get_entry(tx, existing["application_number"]), existing)
+        if not numbers or kind not in domain.GROUP_KIND.values():
+            return None
+        entry = storage.pick_claimant(tx, place, kind, numbers)
+        if entry is None:
+            return None
+        return _reserve(tx, entry, place, "claim", request_id)
+
+
+def _reserve(tx: Tx, entry: dict[str, Any], place: dict[str, Any], kind: str,
+             request_id: str | None) -> dict[str, Any]:
+    reservation = storage.insert_reservation(tx, place, entry["application_number"], kind)
+    entry = _change(tx, entry, "offered", {"status": "offered"}, request_id,
+                    {"place_id": place["place_id"], "reservation": kind})
+    return reserved_row(entry, reservation)
+
+
+def check_fit(db: DatabaseAccess, place: Any, application_number: Any) -> dict[str, Any]:
+    """Whether a child may claim the place: {"fits", "reason", "applicant_id"}."""
+    place = validate_place(place)
+    number = _number(application_number)
+    with db.read() as tx:
+        entry = storage.get_entry(tx, number)
+    if entry is None:
+        raise NotFound(f"application {number} is not in the queue", "application_number")
+    reason = domain.fit_reason(entry, place, require_preferred=False)
+    # applicant_id lets allocation refuse a claim made for somebody else's application
+    return {"fits": reason == "ok", "reason": reason, "applicant_id": entry["applicant_id"]}
+
+
+def release_reservation(db: DatabaseAccess, place_id: Any,
+                        request_id: str | None = None) -> dict[str, Any]:
+    """Free the entry reserved for a place whose direction could not be issued."""
+    place_id = _text({"place_id": place_id}, "place_id")
+    with db.transaction() as tx:
+        storage.lock_place(tx, place_id)
+        reservation = storage.open_reservation(tx, place_id)
+        if reservation is not None:
+            entry = _locked(tx, reservation["application_number"])
+            # a direction event may have closed it while we waited for the entry
+            reservation = storage.open_reservation(tx, place_id)
+        if reservation is None:
+            return {"place_id": place_id, "application_number": None, "released": False}
+        if reservation["direction_number"]:
+            raise Conflict("a direction was issued for this place", "place_id")
+        storage.close_reservation(tx, reservation["id"], "released", "not_issued")
+        if entry["status"] == "offered":
+            _change(tx, entry, "reservation_released", {"status": "queued"}, request_id,
+                    {"place_id": place_id})
+        return {"place_id": place_id, "application_number": entry["application_number"],
+                "released": True}
+
+
+# -- stop-list -----------------------------------------------------------------------------------------
+def _future(tx: Tx, until: Any, field: str = "until",
+            required: bool = True) -> dt.datetime | None:
+    try:
+        moment = domain.parse_until(until)
+    except (ValueError, TypeError):
+        raise BadInput("until must be an ISO date or a time with offset", field) from None
+    if moment is None:
+        if required:
+            raise BadInput("until is required", field)
+        return None
+    if not tx.execute("SELECT CAST(:u AS timestamptz) > clock_timestamp()", {"u": moment}).scalar():
+        raise RuleRefused("until must be in the future", field)
+    return moment
+
+
+def _may_act_for(actor: dict[str, Any], entry: dict[str, Any]) -> None:
+    if actor["role"] == "officer":
+        return
+    if actor["role"] != "applicant" or actor["id"] != entry["applicant_id"]:
+        raise Forbidden("only the applicant or an officer may do this", "application_number")
+
+
+def _officer(actor: dict[str, Any]) -> None:
+    if actor["role"] != "officer":
+        raise Forbidden("only a department officer may do this", "actor")
+
+
+def _refuse_final(entry: dict[str, Any]) -> None:
+    if entry["status"] == "withdrawn":
+        raise Conflict("the application is withdrawn", "application_number")
+
+
+def postpone(db: DatabaseAccess, application_number: Any, until: Any,
+             actor: Any) -> dict[str, Any]:
+    """The applicant puts the application on the stop-list until a date of their choice."""
+    actor = validate_actor(actor)
+    number = _number(application_number)
+    with db.transaction() as tx:
+        entry = _locked(tx, number)
+        _may_act_for(actor, entry)
+        moment = _future(tx, until)
+        _refuse_final(entry)
+        if not domain.can_postpone(entry["status"]):
+            raise Conflict(f"cannot postpone an application that is {entry['status']}",
+                           "application_number")
+        entry = _change(tx, entry, "stop_list_entered", _stop("postponed", tx.now(), moment),
+                        actor.get("request_id"), {"reason": "postponed", "actor": actor["id"]})
+        return queue_row(entry, storage.queue_number(tx, entry))
+
+
+def resume(db: DatabaseAccess, application_number: Any, actor: Any) -> dict[str, Any]:
+    """Back to the queue from the stop-list, keeping the original filing moment."""
+    actor = validate_actor(actor)
+    number = _number(application_number)
+    with db.transaction() as tx:
+        entry = _locked(tx, number)
+        _may_act_for(actor, entry)
+        _refuse_final(entry)
+        if not domain.can_resume(entry["status"], entry["stop_reason"]):
+            raise Conflict("the application is not on the stop-list for a reason it can leave "
+                           "by itself", "application_number")
+        entry = _change(tx, entry, "stop_list_left", _BACK_IN_QUEUE, actor.get("request_id"),
+                        {"left_because": "resumed", "actor": actor["id"]})
+        return queue_row(entry, storage.queue_number(tx, entry))
+
+
+def stop_list_enter(db: DatabaseAccess, application_number: Any, reason: Any, until: Any,
+                    actor: Any) -> dict[str, Any]:
+    """An officer puts an application on the stop-list."""
+    actor = validate_actor(actor)
+    _officer(actor)
+    number = _number(application_number)
+    if reason not in domain.OFFICER_STOP_REASONS:
+        raise BadInput(f"reason must be one of {', '.join(domain.OFFICER_STOP_REASONS)}",
+                       "reason")
+    with db.transaction() as tx:
+        moment = _future(tx, until, required=False)
+        entry = _locked(tx, number)
+        _refuse_final(entry)
+        if not domain.can_enter_stop_list(entry["status"]):
+            raise Conflict(f"cannot stop-list an application that is {entry['status']}",
+                           "application_number")
+        entry = _change(tx, entry, "stop_list_entered", _stop(reason, tx.now(), moment),
+                        actor.get("request_id"), {"reason": reason, "actor": actor["id"]})
+        return queue_row(entry, storage.queue_number(tx, entry))
+
+
+def stop_list_exit(db: DatabaseAccess, application_number: Any, actor: Any) -> dict[str, Any]:
+    """An officer takes an application off the stop-list (any reason)."""
+    actor = validate_actor(actor)
+    _officer(actor)
+    number = _number(application_number)
+    with db.transaction() as tx:
+        entry = _locked(tx, number)
+        _refuse_final(entry)
+        if entry["status"] != "stop_listed":
+            raise Conflict("the application is not on the stop-list", "application_number")
+        entry = _change(tx, entry, "stop_list_left", _BACK_IN_QUEUE, actor.get("request_id"),
+                        {"left_because": "officer", "actor": actor["id"]})
+        return queue_row(entry, storage.queue_number(tx, entry))
+
+
+def exit_due(db: DatabaseAccess, batch: int = 200) -> int:
+    """Return to the queue every stop-listed entry whose exit moment has come (timer job)."""
+    total = 0
+    while True:
+        with db.transaction() as tx:
+            due = storage.due_exits(tx, batch)
+            for entry in due:
+                _change(tx, entry, "stop_list_left", _BACK_IN_QUEUE, None,
+                        {"left_because": "exit_date", "reason": entry["stop_reason"]})
+                tx.audit(contracts.system_audit(
+                    SERVICE, "stop_list_exit_on_date",
+                    f"application:{entry['application_number']}"))
+        total += len(due)
+        if len(due) < batch:
+            return total
+
+
+# -- reads ------------------------------------------------------------------------------------------
+def lookup(db: DatabaseAccess, application_number: Any) -> dict[str, Any]:
+    """The 05-22 queue row with the live queue number."""
+    number = _number(application_number)
+    with db.read() as tx:
+        entry = storage.get_entry(tx, number)
+        if entry is None:
+            raise NotFound(f"application {number} is not in the queue", "application_number")
+        return queue_row(entry, storage.queue_number(tx, entry))
