@@ -117,6 +117,7 @@ class Metrics(DependencyProvider):
     def _app(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
+            self._refresh_dlq_depth()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
             return [generate_latest()]
         if path == "/healthz":
@@ -129,6 +130,18 @@ class Metrics(DependencyProvider):
             return [json.dumps(result).encode()]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
+
+    def _refresh_dlq_depth(self) -> None:
+        from kombu import Connection
+
+        from services.common.amqp import DLQ
+
+        try:
+            with Connection(self.container.config["AMQP_URI"], connect_timeout=2) as conn:
+                _, count, _ = conn.default_channel.queue_declare(DLQ, passive=True)
+            DLQ_DEPTH.set(count)
+        except Exception:  # noqa: BLE001 - broker away: readiness reports it
+            pass
 
     # -- entrypoint accounting -----------------------------------------------------------------
     def worker_setup(self, worker_ctx):
