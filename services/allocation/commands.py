@@ -1,0 +1,597 @@
+"""Allocation commands: plain functions over a DatabaseAccess and plain values.
+
+Each one does its state change in ONE transaction: current-state tables, a journal row and the
+outbox events together. Calls to other services (registry.get_group, queue.reserve_next, ...)
+are passed in as callables, so the CLI and the tests can call these without a broker.
+
+Calls to the queue happen outside our transactions where they can (a reservation is idempotent
+per place, so a retry after a crash gets the same entry back), and inside one only where a
+single winner needs the place row locked (first-come vacancy claims, claim pools).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any, Callable, Iterator, Mapping
+
+from services.allocation import domain, storage
+from services.allocation.domain import Rules
+from services.common import contracts
+from services.common.db import DatabaseAccess, Tx
+from services.common.errors import Conflict, Forbidden, NotFound, RuleRefused
+
+log = logging.getLogger(__name__)
+
+SOURCE = "allocation"
+ALLOCATE_HANDLER = "allocation.on_place_released"
+# how long to wait for the queue to drop a reservation whose direction we already closed
+STALE_RESERVATION_TRIES = 20
+STALE_RESERVATION_WAIT_SECONDS = 0.25
+
+Remote = Callable[..., Any]
+
+
+class _AlreadyDone(Exception):
+    """Raised inside a transaction to roll it back when a concurrent twin already did it."""
+
+
+def _request_id(actor: Mapping[str, Any] | None) -> str | None:
+    return (actor or {}).get("request_id")
+
+
+@contextlib.contextmanager
+def _transaction(db: DatabaseAccess) -> Iterator[Tx]:
+    """db.transaction() whose journal rows (see _journal) are appended just before commit.
+
+    The journal's chain trigger holds a lock that every appender in the schema waits for until
+    the appending transaction commits; appending last keeps that wait to one round trip.
+    """
+    with db.transaction() as tx:
+        tx.pending_journal = []
+        yield tx
+        for stream, kind, data in tx.pending_journal:
+            tx.journal(stream, kind, data)
+
+
+def _journal(tx: Tx, stream: str, kind: str, data: dict[str, Any]) -> None:
+    tx.pending_journal.append((stream, kind, data))
+
+
+def _publish(tx: Tx, event_type: str, data: dict[str, Any], request_id: str | None) -> None:
+    tx.publish(contracts.envelope(SOURCE, event_type, data, request_id))
+
+
+def _release_quietly(release_reservation: Remote | None, place_id: str) -> None:
+    """Give back a reservation we could not turn into a direction (best effort: the queue
+    also frees it when the place is reserved again)."""
+    if release_reservation is None:
+        return
+    try:
+        release_reservation(place_id)
+    except Exception:  # noqa: BLE001 - logged; the caller's own error matters more
+        log.exception("could not release the queue reservation of place %s", place_id)
+
+
+# -- releases ------------------------------------------------------------------------------------
+
+def release_places(db: DatabaseAccess, rules: Rules, organization_id: Any, group_id: Any,
+                   places: Any, actor: dict[str, Any] | None, get_group: Remote,
+                   idempotency_key: str | None = None) -> dict[str, Any]:
+    """Release ``places`` places of a group: each starts its priority period now."""
+    organization_id = domain.parse_id(organization_id, "organization_id")
+    group_id = domain.parse_id(group_id, "group_id")
+    places = domain.parse_places(places)
+    domain.require_releaser(actor, organization_id)
+    key = None
+    if idempotency_key is not None:
+        key = domain.parse_text(idempotency_key, "idempotency_key", 200)
+        with db.read() as tx:
+            done = storage.release_by_key(tx, key)
+        if done is not None:
+            return _release_result(done, organization_id, group_id)
+    group = get_group(group_id)
+    if not group or int(group.get("organization_id") or 0) != organization_id:
+        raise NotFound("this organisation has no such group", field="group_id")
+    try:
+        with _transaction(db) as tx:
+            storage.lock_group(tx, group_id)
+            free = domain.free_capacity(group.get("capacity") or 0, group.get("enrolled") or 0,
+                                        storage.count_open_places(tx, group_id))
+            if free < places:
+                raise RuleRefused(
+                    f"the group has {free} free place(s) to release", field="places",
+                    code="NO_FREE_CAPACITY")
+            release = storage.insert_release(tx, "staff", organization_id, group_id, places,
+                                             actor, idempotency_key=key)
+            if release is None:
+                raise _AlreadyDone()
+            place_ids = _new_places(tx, rules, release, group, places, _request_id(actor))
+    except _AlreadyDone:
+        with db.read() as tx:
+            done = storage.release_by_key(tx, key)
+        return _release_result(done, organization_id, group_id)
+    return {"place_ids": place_ids, "release_id": release["release_id"]}
+
+
+def _release_result(release: dict[str, Any], organization_id: int,
+                    group_id: int) -> dict[str, Any]:
+    if release["organization_id"] != organization_id or release["group_id"] != group_id:
+        raise Conflict("this idempotency key was used for another release",
+                       field="idempotency_key", code="IDEMPOTENCY_KEY_REUSED")
+    return {"place_ids": [str(p) for p in release["place_ids"]],
+            "release_id": release["release_id"]}
+
+
+def _new_places(tx: Tx, rules: Rules, release: dict[str, Any], group: Mapping[str, Any],
+                count: int, request_id: str | None) -> list[str]:
+    now = tx.now()
+    starts, ends = rules.priority_period_from(now)
+    place_ids = []
+    for _ in range(count):
+        place = storage.insert_place(tx, {
+            "place_id": str(uuid.uuid4()),
+            "release_id": release["release_id"],
+            "organization_id": release["organization_id"],
+            "group_id": release["group_id"],
+            "organization_name": group.get("organization_name"),
+            "district": group.get("district"),
+            "ownership": group.get("ownership"),
+            "address": group.get("address"),
+            "group_name": group.get("name"),
+            "birth_year": int(group["birth_year"]),
+            "language": group["language"],
+            "group_type": group["group_type"],
+            "status": domain.PLACE_PRIORITY,
+            "released_at": now,
+            "priority_starts_at": starts,
+            "priority_ends_at": ends,
+        })
+        snapshot = domain.place_snapshot(place)
+        _journal(tx, f"place:{snapshot['place_id']}", "place_released",
+                 {**snapshot, "release_kind": release["kind"]})
+        _publish(tx, "place_released", snapshot, request_id)
+        place_ids.append(snapshot["place_id"])
+    storage.set_release_places(tx, release["release_id"], place_ids)
+    return place_ids
+
+
+def _re_release(tx: Tx, rules: Rules, place: dict[str, Any], direction_number: str,
+                request_id: str | None) -> dict[str, Any]:
+    """A closed direction's place goes back to release: a new priority period, and
+    place_released again so it is allocated to the next child."""
+    release = storage.insert_release(
+        tx, "re_release", place["organization_id"], place["group_id"], 1,
+        {"id": "system", "role": "system"}, source_direction=direction_number)
+    if release is None:
+        raise Conflict("this direction's place was already released again",
+                       field="direction_number")
+    now = tx.now()
+    starts, ends = rules.priority_period_from(now)
+    place = storage.update_place(tx, str(place["place_id"]), {
+        "status": domain.PLACE_PRIORITY, "release_id": release["release_id"],
+        "released_at": now, "priority_starts_at": starts, "priority_ends_at": ends,
+        "vacancy_opened_at": None, "direction_number": None,
+    })
+    snapshot = domain.place_snapshot(place)
+    storage.set_release_places(tx, release["release_id"], [snapshot["place_id"]])
+    _journal(tx, f"place:{snapshot['place_id']}", "place_released",
+             {**snapshot, "release_kind": "re_release", "source_direction": direction_number})
+    _publish(tx, "place_released", snapshot, request_id)
+    return place
+
+
+def _transfer_release(tx: Tx, rules: Rules, direction: dict[str, Any], old_group: Mapping[str, Any],
+                      request_id: str | None) -> list[str]:
+    """The transferred child's old place: one place of the old group, once per direction. No
+    capacity check: the child leaving is what frees it."""
+    release = storage.insert_release(
+        tx, "transfer", int(old_group["organization_id"]), int(old_group["id"]), 1,
+        {"id": "system", "role": "system"}, source_direction=direction["number"])
+    if release is None:
+        return []
+    place_ids = _new_places(tx, rules, release, old_group, 1, request_id)
+    tx.audit(contracts.system_audit(SOURCE, "release_transfer_place",
+                                    f"place:{place_ids[0]} direction:{direction['number']}",
+                                    request_id=request_id))
+    return place_ids
+
+
+# -- issuing directions ----------------------------------------------------------------------------
+
+def _issue(tx: Tx, rules: Rules, place: dict[str, Any], entry: Mapping[str, Any], by_claim: bool,
+           request_id: str | None, system: bool) -> dict[str, Any]:
+    """Issue a direction for a locked place to a reserved queue entry."""
+    number = entry["application_number"]
+    if storage.open_direction_of_application(tx, number) is not None:
+        # the queue should never reserve a child who holds a direction; refuse loudly
+        raise Conflict(f"application {number} already holds an open direction",
+                       field="application_number", code="ALREADY_DIRECTED")
+    sequence, issued_at = storage.next_direction_sequence(tx)
+    direction = storage.insert_direction(tx, {
+        "number": domain.direction_number(sequence),
+        "place_id": str(place["place_id"]),
+        "application_number": number,
+        "applicant_id": entry.get("applicant_id"),
+        "type": domain.direction_type(entry, by_claim),
+        "status": domain.ISSUED,
+        "organization_id": place["organization_id"],
+        "organization_name": place.get("organization_name"),
+        "group_id": place["group_id"],
+        "birth_year": place["birth_year"],
+        "language": place["language"],
+        "child_name": entry.get("child_name"),
+        "current_organization_id": entry.get("current_organization_id"),
+        "current_group_id": entry.get("current_group_id"),
+        "issued_at": issued_at,
+        "expires_at": rules.direction_expiry(issued_at),
+    })
+    place = storage.update_place(tx, str(place["place_id"]), {
+        "status": domain.PLACE_DIRECTED, "direction_number": direction["number"]})
+    snapshot = domain.direction_snapshot(direction)
+    _journal(tx, f"direction:{direction['number']}", "direction_issued", snapshot)
+    _publish(tx, "direction_issued", snapshot, request_id)
+    _publish(tx, "place_changed", domain.place_snapshot(place), request_id)
+    if system:
+        tx.audit(contracts.system_audit(
+            SOURCE, "allocate", f"place:{place['place_id']} direction:{direction['number']}",
+            request_id=request_id))
+    return direction
+
+
+def _open_vacancy(tx: Tx, place: dict[str, Any], why: str, request_id: str | None) -> None:
+    place = storage.update_place(tx, str(place["place_id"]), {
+        "status": domain.PLACE_VACANCY, "vacancy_opened_at": tx.now()})
+    snapshot = domain.place_snapshot(place)
+    _journal(tx, f"place:{snapshot['place_id']}", "vacancy_opened", {**snapshot, "why": why})
+    _publish(tx, "place_changed", snapshot, request_id)
+    tx.audit(contracts.system_audit(SOURCE, "open_vacancy", f"place:{snapshot['place_id']}",
+                                    request_id=request_id))
+
+
+def _awaits_allocation(place: Mapping[str, Any] | None, revision: int) -> bool:
+    return (place is not None and place["status"] == domain.PLACE_PRIORITY
+            and place["revision"] == revision)
+
+
+def allocate_place(db: DatabaseAccess, rules: Rules, event_id: str, data: Mapping[str, Any],
+                   reserve_next: Remote, release_reservation: Remote | None = None,
+                   request_id: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                   ) -> str:
+    """Handle one place_released event: the first eligible child gets a direction, or the place
+    becomes a public vacancy. Returns "issued", "vacancy", "stale" or "duplicate".
+
+    Safe to run twice for one event (redelivery) and concurrently on several instances: the
+    queue reservation is idempotent per place, and the inbox row, the locked place row and the
+    unique indexes on open directions make one winner.
+    """
+    place_id, revision = str(data["place_id"]), int(data["revision"])
+    with db.read() as tx:
+        if storage.inbox_has(tx, ALLOCATE_HANDLER, event_id):
+            return "duplicate"
+        place = storage.get_place(tx, place_id)
+    entry, tries = None, 0
+    while _awaits_allocation(place, revision):
+        entry = reserve_next(domain.queue_place(place))
+        with _transaction(db) as tx:
+            place = storage.get_place(tx, place_id, lock="update")
+            if _awaits_allocation(place, revision) and not (
+                    entry and storage.closed_direction_exists(tx, place_id,
+                                                              entry["application_number"])):
+                if not tx.claim_event(ALLOCATE_HANDLER, event_id):
+                    return "duplicate"
+                if entry:
+                    _issue(tx, rules, place, entry, by_claim=False, request_id=request_id,
+                           system=True)
+                    return "issued"
+                _open_vacancy(tx, place, "nobody eligible in the priority period", request_id)
+                return "vacancy"
+        if not _awaits_allocation(place, revision):
+            break
+        # After a decline the place is released again at once, and we may ask the queue before
+        # it has seen direction_changed and dropped the old reservation: being idempotent per
+        # place, it hands back the child who just declined. Wait for it to catch up.
+        tries += 1
+        if tries >= STALE_RESERVATION_TRIES:
+            raise RuntimeError(f"the queue still reserves place {place_id} for "
+                               f"{entry['application_number']}, whose direction is closed")
+        sleep(STALE_RESERVATION_WAIT_SECONDS)
+    # the place moved on meanwhile (priority period over, or released again): give the
+    # reservation back before recording the event as handled, so a failure retries both
+    if entry:
+        _release_quietly(release_reservation, place_id)
+    with db.transaction() as tx:
+        tx.claim_event(ALLOCATE_HANDLER, event_id)
+    return "stale"
+
+
+def end_priority_periods(db: DatabaseAccess, batch: int = 200) -> int:
+    """Timer job: places still in their priority period past its end become vacancies."""
+    total = 0
+    while True:
+        with _transaction(db) as tx:
+            due = storage.due_priority_places(tx, batch)
+            for place in due:
+                _open_vacancy(tx, place, "priority period ended", None)
+        total += len(due)
+        if len(due) < batch:
+            return total
+
+
+# -- vacancy claims --------------------------------------------------------------------------------
+
+def claim_vacancy(db: DatabaseAccess, rules: Rules, place_id: Any, application_number: Any,
+                  actor: dict[str, Any] | None, check_fit: Remote, reserve_claimant: Remote,
+                  release_reservation: Remote | None = None) -> dict[str, Any]:
+    """An applicant claims a public vacancy for their application.
+
+    Within the claim window after the vacancy opened the claim is pooled (the highest in the
+    queue wins when the window closes); after it the first valid claim wins at once.
+    """
+    applicant_id = domain.require_applicant(actor)
+    place_id = domain.parse_place_id(place_id)
+    number = domain.parse_text(application_number, "application_number", 64)
+    request_id = _request_id(actor)
+    with db.read() as tx:
+        place = storage.get_place(tx, place_id)
+        now = tx.now()
+    _require_vacancy(place)
+    fits, reason, owner = domain.fit_verdict(check_fit(domain.queue_place(place), number))
+    # if the queue tells the owner, refuse a stranger now; the reserved entry's applicant_id
+    # is checked again before any direction is issued (below and in resolve_pool)
+    if owner is not None and owner != applicant_id:
+        raise Forbidden("this application is not yours", field="application_number")
+    if not fits:
+        raise RuleRefused(f"the child does not fit this place: {reason}",
+                          field="application_number", code="DOES_NOT_FIT")
+
+    if rules.in_claim_pool(place["vacancy_opened_at"], now):
+        with _transaction(db) as tx:
+            # FOR SHARE: claims pool side by side, but not while the pool is being resolved
+            place = storage.get_place(tx, place_id, lock="share")
+            _require_vacancy(place)
+            if rules.in_claim_pool(place["vacancy_opened_at"], tx.now()):
+                claim = storage.insert_claim(tx, place_id, place["vacancy_opened_at"], number,
+                                             applicant_id)
+                if claim is not None:
+                    _journal(tx, f"place:{place_id}", "vacancy_claimed", {
+                        "place_id": place_id, "application_number": number,
+                        "vacancy_opened_at": domain.iso(place["vacancy_opened_at"]),
+                        "claimed_at": domain.iso(claim["claimed_at"]), "outcome": "pooled"})
+                return {"status": "pooled", "direction": None,
+                        "pool_closes_at": domain.iso(rules.pool_closes_at(
+                            place["vacancy_opened_at"]))}
+        # the window closed meanwhile: first come from here on
+
+    # claims pooled in the window come first, even if their timer has not run yet
+    resolve_pool(db, rules, place_id, reserve_claimant, release_reservation,
+                 request_id=request_id, wait=True)
+    reserved = None
+    try:
+        with _transaction(db) as tx:
+            place = storage.get_place(tx, place_id, lock="update")
+            if place is not None and place["status"] == domain.PLACE_DIRECTED:
+                mine = storage.get_direction(tx, place["direction_number"])
+                if mine is not None and mine["application_number"] == number:
+                    return {"status": "issued", "direction": domain.direction_snapshot(mine)}
+            _require_vacancy(place)
+            # the queue call holds the place row: exactly one first-come winner
+            reserved = reserve_claimant(domain.queue_place(place), [number])
+            if not reserved:
+                raise RuleRefused("the child does not fit this place",
+                                  field="application_number", code="DOES_NOT_FIT")
+            if (reserved["application_number"] == number and reserved.get("applicant_id")
+                    and reserved["applicant_id"] != applicant_id):
+                raise Forbidden("this application is not yours", field="application_number")
+            direction = _issue(tx, rules, place, reserved, by_claim=True,
+                               request_id=request_id, system=False)
+            storage.insert_claim(tx, place_id, place["vacancy_opened_at"],
+                                 reserved["application_number"],
+                                 applicant_id if reserved["application_number"] == number
+                                 else (reserved.get("applicant_id") or ""),
+                                 outcome="won", direction_number=direction["number"])
+    except Exception:
+        if reserved:
+            _release_quietly(release_reservation, place_id)
+        raise
+    if reserved["application_number"] != number:
+        # the queue held this place for an earlier claimant whose direction was not issued
+        raise Conflict("the place was given to another claimant", field="place_id",
+                       code="PLACE_TAKEN")
+    return {"status": "issued", "direction": domain.direction_snapshot(direction)}
+
+
+def _require_vacancy(place: Mapping[str, Any] | None) -> None:
+    if place is None:
+        raise NotFound("no such place", field="place_id")
+    if place["status"] != domain.PLACE_VACANCY:
+        raise Conflict("the place is not a public vacancy", field="place_id",
+                       code="PLACE_NOT_VACANT")
+
+
+def resolve_pool(db: DatabaseAccess, rules: Rules, place_id: str, reserve_claimant: Remote,
+                 release_reservation: Remote | None = None, request_id: str | None = None,
+                 wait: bool = False) -> dict[str, Any] | None:
+    """Give a vacancy whose claim window has closed to the pooled claimant highest in the queue.
+
+    Returns the direction issued, or None (window still open, no pooled claims, nobody fits,
+    or another instance holds the place: ``wait=False`` skips it then).
+    """
+    reserved = None
+    try:
+        with _transaction(db) as tx:
+            place = storage.get_place(tx, place_id, lock="update" if wait else "update_skip")
+            if place is None or place["status"] != domain.PLACE_VACANCY:
+                return None
+            if rules.in_claim_pool(place["vacancy_opened_at"], tx.now()):
+                return None
+            claims = storage.pooled_claims(tx, place_id, place["vacancy_opened_at"])
+            if not claims:
+                return None
+            numbers = [c["application_number"] for c in claims]
+            owners = {c["application_number"]: c["applicant_id"] for c in claims}
+            candidates = list(numbers)
+            while candidates:
+                reserved = reserve_claimant(domain.queue_place(place), candidates)
+                if not reserved or _owned_by(reserved, owners):
+                    break
+                # a claim made for somebody else's application: drop it and ask again
+                if release_reservation is None:
+                    raise RuntimeError("resolve_pool needs release_reservation")
+                log.warning("claim on place %s for %s was not made by its applicant",
+                            place_id, reserved["application_number"])
+                release_reservation(place_id)
+                candidates.remove(reserved["application_number"])
+                reserved = None
+            direction = None
+            if reserved:
+                direction = _issue(tx, rules, place, reserved, by_claim=True,
+                                   request_id=request_id, system=True)
+            winner = reserved["application_number"] if reserved else None
+            storage.settle_claims(tx, place_id, place["vacancy_opened_at"], winner,
+                                  direction["number"] if direction else None)
+            _journal(tx, f"place:{place_id}", "claim_pool_resolved", {
+                "place_id": place_id, "vacancy_opened_at": domain.iso(place["vacancy_opened_at"]),
+                "claims": numbers, "winner": winner,
+                "direction_number": direction["number"] if direction else None})
+            if not direction:
+                tx.audit(contracts.system_audit(SOURCE, "resolve_claims", f"place:{place_id}",
+                                                outcome="no_fit", request_id=request_id))
+            return direction
+    except Exception:
+        if reserved:
+            _release_quietly(release_reservation, place_id)
+        raise
+
+
+def _owned_by(reserved: Mapping[str, Any], owners: Mapping[str, str]) -> bool:
+    """Was the reserved entry claimed by its own applicant? (An entry the queue had reserved
+    for this place before, not among the claims, is taken as it is.)"""
+    number = reserved["application_number"]
+    if number not in owners or not reserved.get("applicant_id"):
+        return True
+    return reserved["applicant_id"] == owners[number]
+
+
+def resolve_due_pools(db: DatabaseAccess, rules: Rules, reserve_claimant: Remote,
+                      release_reservation: Remote | None = None, batch: int = 100) -> int:
+    """Timer job: resolve every claim pool whose window has closed; returns directions issued."""
+    with db.read() as tx:
+        due = storage.places_with_due_pools(tx, rules.claim_pool, batch)
+    issued = 0
+    for place_id in due:
+        try:
+            if resolve_pool(db, rules, place_id, reserve_claimant, release_reservation):
+                issued += 1
+        except Exception:  # noqa: BLE001 - one place must not hold up the others
+            log.exception("could not resolve the claim pool of place %s", place_id)
+    return issued
+
+
+# -- direction life cycle --------------------------------------------------------------------------
+
+def get_direction(db: DatabaseAccess, number: Any) -> dict[str, Any]:
+    number = domain.parse_text(number, "direction_number", 32)
+    with db.read() as tx:
+        direction = storage.get_direction(tx, number)
+    if direction is None:
+        raise NotFound("no such direction", field="direction_number")
+    return domain.direction_snapshot(direction)
+
+
+def enroll(db: DatabaseAccess, rules: Rules, number: Any, actor: dict[str, Any] | None,
+           get_group: Remote) -> dict[str, Any]:
+    """The child arrived: the direction is enrolled and the place filled. A transferred child's
+    old place is released at once."""
+    number = domain.parse_text(number, "direction_number", 32)
+    with db.read() as tx:
+        direction = storage.get_direction(tx, number)
+    if direction is None:
+        raise NotFound("no such direction", field="direction_number")
+    domain.require_enroller(actor, direction["organization_id"])
+    domain.require_open(direction, "enrol")
+    old_group = None
+    if direction["type"] == "transfer" and direction["current_group_id"]:
+        old_group = get_group(direction["current_group_id"])
+        if not old_group:
+            raise NotFound("the child's current group was not found", field="direction_number")
+    request_id = _request_id(actor)
+    with _transaction(db) as tx:
+        direction = storage.get_direction(tx, number, lock=True)
+        domain.require_open(direction, "enrol")
+        direction = storage.update_direction(tx, number, {
+            "status": domain.ENROLLED, "closed_at": tx.now(), "reason": None})
+        place = storage.update_place(tx, str(direction["place_id"]),
+                                     {"status": domain.PLACE_FILLED})
+        snapshot = domain.direction_snapshot(direction)
+        _journal(tx, f"direction:{number}", "direction_enrolled",
+                 {**snapshot, "actor": (actor or {}).get("id")})
+        _publish(tx, "direction_changed", snapshot, request_id)
+        _publish(tx, "place_changed", domain.place_snapshot(place), request_id)
+        if old_group is not None:
+            _transfer_release(tx, rules, direction, old_group, request_id)
+    return snapshot
+
+
+def decline(db: DatabaseAccess, rules: Rules, number: Any,
+            actor: dict[str, Any] | None) -> dict[str, Any]:
+    """The applicant declines the direction: stop-list (by the queue) and a new release."""
+    return _close(db, rules, number, domain.DECLINED, "direction declined by the applicant",
+                  lambda d: domain.require_direction_holder(actor, d["applicant_id"]),
+                  actor, system=False)
+
+
+def revoke(db: DatabaseAccess, rules: Rules, number: Any, reason: Any,
+           actor: dict[str, Any] | None) -> dict[str, Any]:
+    """A department officer revokes a direction, giving the reason."""
+    domain.require_officer(actor)
+    reason = domain.parse_text(reason, "reason", 500)
+    return _close(db, rules, number, domain.REVOKED, reason, lambda d: None, actor, system=False)
+
+
+def expire_due(db: DatabaseAccess, rules: Rules, batch: int = 200) -> int:
+    """Timer job: issued directions past their expiry become expired; returns how many."""
+    with db.read() as tx:
+        numbers = storage.due_direction_numbers(tx, batch)
+    expired = 0
+    for number in numbers:
+        try:
+            _close(db, rules, number, domain.EXPIRED, "direction not used before expiry",
+                   lambda d: None, None, system=True)
+            expired += 1
+        except Conflict:
+            pass  # enrolled or declined at the same moment
+    return expired
+
+
+def _close(db: DatabaseAccess, rules: Rules, number: Any, status: str, reason: str,
+           check: Callable[[dict[str, Any]], None], actor: dict[str, Any] | None,
+           system: bool) -> dict[str, Any]:
+    """issued -> declined/expired/revoked, and the place goes back to release."""
+    number = domain.parse_text(number, "direction_number", 32)
+    request_id = _request_id(actor)
+    with _transaction(db) as tx:
+        direction = storage.get_direction(tx, number, lock=True)
+        if direction is None:
+            raise NotFound("no such direction", field="direction_number")
+        check(direction)
+        domain.require_open(direction, {"declined": "decline", "expired": "expire",
+                                        "revoked": "revoke"}[status])
+        now = tx.now()
+        if status == domain.EXPIRED and direction["expires_at"] > now:
+            raise Conflict("the direction has not expired", field="direction_number")
+        direction = storage.update_direction(tx, number, {
+            "status": status, "closed_at": now, "reason": reason})
+        snapshot = domain.direction_snapshot(direction)
+        _journal(tx, f"direction:{number}", f"direction_{status}",
+                 {**snapshot, "actor": (actor or {}).get("id", "system")})
+        _publish(tx, "direction_changed", snapshot, request_id)
+        place = storage.get_place(tx, str(direction["place_id"]), lock="update")
+        _re_release(tx, rules, place, number, request_id)
+        if system:
+            tx.audit(contracts.system_audit(SOURCE, "expire", f"direction:{number}",
+                                            request_id=request_id))
+    return snapshot
+

@@ -1,0 +1,153 @@
+"""The allocation service: places, releases, priority periods, directions and their life cycle.
+
+Entrypoints validate nothing themselves beyond what the commands do: each calls one function of
+services.allocation.commands and returns its plain result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import eventlet
+from nameko.dependency_providers import Config
+from nameko.rpc import RpcProxy, rpc
+from nameko.timer import Timer
+
+from services.allocation import commands, storage
+from services.allocation.domain import Rules
+from services.common import contracts
+from services.common.config import settings
+from services.common.db import Database
+from services.common.events import reliable_handler
+from services.common.metrics import Metrics
+from services.common.timers import run_exclusively
+
+
+class SettingTimer(Timer):
+    """A Nameko timer whose interval (seconds) is read from the KEZEK settings at setup."""
+
+    def __init__(self, setting: str, default: float, **kwargs):
+        super().__init__(interval=default, **kwargs)
+        self.setting = setting
+        self.default = default
+
+    def setup(self):
+        self.interval = float(settings(self.container.config).get(self.setting, self.default))
+
+
+setting_timer = SettingTimer.decorator
+
+# built once per configuration: the holiday file is read once per process
+_rules_cache: dict[tuple, Rules] = {}
+
+
+def rules_for(config: dict) -> Rules:
+    s = settings(config)
+    key = tuple(sorted((k, str(v)) for k, v in s.items() if not isinstance(v, dict)))
+    rules = _rules_cache.get(key)
+    if rules is None:
+        calendar = storage.load_calendar(s.get("HOLIDAYS_FILE") or None)
+        rules = _rules_cache[key] = Rules.from_settings(s, calendar)
+    return rules
+
+
+class AllocationService:
+    name = "allocation"
+
+    db = Database("allocation")
+    metrics = Metrics()
+    config = Config()
+    queue = RpcProxy("queue")
+    registry = RpcProxy("registry")
+
+    # -- helpers (not entrypoints) ---------------------------------------------------------------
+    @property
+    def rules(self) -> Rules:
+        return rules_for(self.config)
+
+    def remote(self, method) -> Callable[..., Any]:
+        """An RPC method that gives up after RPC_TIMEOUT_SECONDS instead of waiting forever."""
+        timeout = float(settings(self.config).get("RPC_TIMEOUT_SECONDS", 10))
+
+        def call(*args, **kwargs):
+            with eventlet.Timeout(timeout):
+                return method(*args, **kwargs)
+
+        return call
+
+    # -- RPC -----------------------------------------------------------------------------------
+    @rpc
+    def release_places(self, organization_id, group_id, places, actor, idempotency_key=None):
+        """Release N places of a group (staff of its organisation).
+
+        ``release_places(7, 31, 2, {"id": "staff:+77010000001", "role": "staff",
+        "organization_id": 7})`` -> ``{"place_ids": ["5f0c...", "9a1e..."], "release_id": 12}``
+        """
+        return commands.release_places(
+            self.db, self.rules, organization_id, group_id, places, actor,
+            get_group=self.remote(self.registry.get_group), idempotency_key=idempotency_key)
+
+    @rpc
+    def claim_vacancy(self, place_id, application_number, actor):
+        """An applicant claims a public vacancy for their application.
+
+        -> ``{"status": "pooled", "direction": None, "pool_closes_at": "..."}`` within the claim
+        window, else ``{"status": "issued", "direction": {...}}``.
+        """
+        return commands.claim_vacancy(
+            self.db, self.rules, place_id, application_number, actor,
+            check_fit=self.remote(self.queue.check_fit),
+            reserve_claimant=self.remote(self.queue.reserve_claimant),
+            release_reservation=self.remote(self.queue.release_reservation))
+
+    @rpc
+    def enroll(self, direction_number, actor):
+        """The child arrived (staff of the direction's organisation) -> the direction."""
+        return commands.enroll(self.db, self.rules, direction_number, actor,
+                               get_group=self.remote(self.registry.get_group))
+
+    @rpc
+    def decline(self, direction_number, actor):
+        """The applicant declines their direction -> the direction (status declined)."""
+        return commands.decline(self.db, self.rules, direction_number, actor)
+
+    @rpc
+    def revoke(self, direction_number, reason, actor):
+        """A department officer revokes a direction with a reason -> the direction."""
+        return commands.revoke(self.db, self.rules, direction_number, reason, actor)
+
+    @rpc
+    def get_direction(self, direction_number):
+        """``get_direction("D000000042")`` -> the direction (api.md shape)."""
+        return commands.get_direction(self.db, direction_number)
+
+    # -- events --------------------------------------------------------------------------------
+    @reliable_handler("allocation", "place_released")
+    def on_place_released(self, payload):
+        """Allocate a released place to the first eligible child, or open it as a vacancy."""
+        data = contracts.parse(payload, "allocation", "place_released")
+        return commands.allocate_place(
+            self.db, self.rules, payload["event_id"], data,
+            reserve_next=self.remote(self.queue.reserve_next),
+            release_reservation=self.remote(self.queue.release_reservation),
+            request_id=payload.get("request_id"))
+
+    # -- timers (every instance ticks; one runs each job) -----------------------------------------
+    @setting_timer("ALLOCATION_TIMER_SECONDS", 5.0)
+    def end_priority_periods(self):
+        """Places still in their priority period past its end become public vacancies."""
+        run_exclusively(self.db, "end_priority_periods",
+                        lambda: commands.end_priority_periods(self.db))
+
+    @setting_timer("ALLOCATION_TIMER_SECONDS", 5.0)
+    def resolve_claim_pools(self):
+        """Vacancies whose claim window closed go to the pooled claimant highest in the queue."""
+        run_exclusively(self.db, "resolve_claim_pools", lambda: commands.resolve_due_pools(
+            self.db, self.rules, self.remote(self.queue.reserve_claimant),
+            self.remote(self.queue.release_reservation)))
+
+    @setting_timer("ALLOCATION_TIMER_SECONDS", 5.0)
+    def expire_directions(self):
+        """Issued directions past their expiry expire and their places are released again."""
+        run_exclusively(self.db, "expire_directions",
+                        lambda: commands.expire_due(self.db, self.rules))

@@ -1,0 +1,255 @@
+"""SQL of the allocation schema (tables in migrations/versions/0001_initial.py) and the holiday
+file reader.
+
+Every query function takes a :class:`services.common.db.Tx` and works inside the caller's
+transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import functools
+from pathlib import Path
+from typing import Any
+
+from services.allocation.domain import WorkingCalendar
+from services.common.db import Tx, lock_key
+
+S = "allocation"
+DEFAULT_HOLIDAYS = Path(__file__).with_name("holidays_kz.csv")
+
+
+def _row(result) -> dict[str, Any] | None:
+    row = result.mappings().first()
+    return dict(row) if row is not None else None
+
+
+def _rows(result) -> list[dict[str, Any]]:
+    return [dict(r) for r in result.mappings().all()]
+
+
+# -- calendar --------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def load_calendar(path: str | None = None) -> WorkingCalendar:
+    """The working-day calendar from a holidays CSV (``date,kind,...``; ``#`` lines are notes)."""
+    from services.common.config import ROOT
+
+    file = Path(path) if path else Path(DEFAULT_HOLIDAYS)
+    if not file.is_absolute():
+        file = ROOT / file
+    with open(file, newline="", encoding="utf-8") as fh:
+        lines = [line for line in fh if line.strip() and not line.lstrip().startswith("#")]
+    return WorkingCalendar.from_rows(csv.DictReader(lines))
+
+
+# -- inbox -----------------------------------------------------------------------------------
+def inbox_has(tx: Tx, handler: str, event_id: str) -> bool:
+    return tx.execute(
+        f"SELECT 1 FROM {S}.inbox WHERE handler = :h AND event_id = CAST(:e AS uuid)",
+        {"h": handler, "e": event_id},
+    ).first() is not None
+
+
+# -- releases --------------------------------------------------------------------------------
+def lock_group(tx: Tx, group_id: int) -> None:
+    """Serialise releases of one group so two of them cannot both pass the capacity check."""
+    tx.execute("SELECT pg_advisory_xact_lock(:k)", {"k": lock_key(f"allocation:group:{group_id}")})
+
+
+def count_open_places(tx: Tx, group_id: int) -> int:
+    return int(tx.execute(
+        f"SELECT count(*) FROM {S}.places WHERE group_id = :g AND status <> 'filled'",
+        {"g": group_id},
+    ).scalar())
+
+
+def insert_release(tx: Tx, kind: str, organization_id: int, group_id: int, places: int,
+                   actor: dict[str, Any] | None, idempotency_key: str | None = None,
+                   source_direction: str | None = None) -> dict[str, Any] | None:
+    """A new release row; None if its idempotency key or source direction is already used."""
+    return _row(tx.execute(
+        f"INSERT INTO {S}.releases (kind, organization_id, group_id, places, source_direction, "
+        "idempotency_key, actor_id, actor_role, released_at) "
+        "VALUES (:kind, :org, :g, :n, :src, :key, :aid, :role, clock_timestamp()) "
+        "ON CONFLICT DO NOTHING RETURNING *",
+        {"kind": kind, "org": organization_id, "g": group_id, "n": places,
+         "src": source_direction, "key": idempotency_key,
+         "aid": (actor or {}).get("id"), "role": (actor or {}).get("role")},
+    ))
+
+
+def set_release_places(tx: Tx, release_id: int, place_ids: list[str]) -> None:
+    tx.execute(
+        f"UPDATE {S}.releases SET place_ids = CAST(:ids AS uuid[]) WHERE release_id = :r",
+        {"ids": place_ids, "r": release_id},
+    )
+
+
+def release_by_key(tx: Tx, idempotency_key: str) -> dict[str, Any] | None:
+    return _row(tx.execute(
+        f"SELECT * FROM {S}.releases WHERE idempotency_key = :k", {"k": idempotency_key}))
+
+
+# -- places ----------------------------------------------------------------------------------
+PLACE_INSERT_COLUMNS = (
+    "place_id", "release_id", "organization_id", "group_id", "organization_name", "district",
+    "ownership", "address", "group_name", "birth_year", "language", "group_type", "status",
+    "released_at", "priority_starts_at", "priority_ends_at",
+)
+PLACE_MUTABLE = frozenset({
+    "status", "release_id", "released_at", "priority_starts_at", "priority_ends_at",
+    "vacancy_opened_at", "direction_number",
+})
+
+
+def insert_place(tx: Tx, place: dict[str, Any]) -> dict[str, Any]:
+    cols = PLACE_INSERT_COLUMNS
+    return _row(tx.execute(
+        f"INSERT INTO {S}.places ({', '.join(cols)}) "
+        f"VALUES ({', '.join(':' + c for c in cols)}) RETURNING *",
+        {c: place.get(c) for c in cols},
+    ))
+
+
+def get_place(tx: Tx, place_id: str, lock: str | None = None) -> dict[str, Any] | None:
+    """``lock``: None, "update", "update_skip" (SKIP LOCKED) or "share"."""
+    suffix = {None: "", "update": " FOR UPDATE", "update_skip": " FOR UPDATE SKIP LOCKED",
+              "share": " FOR SHARE"}[lock]
+    return _row(tx.execute(
+        f"SELECT * FROM {S}.places WHERE place_id = CAST(:p AS uuid){suffix}", {"p": place_id}))
+
+
+def update_place(tx: Tx, place_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``changes`` to a (locked) place and bump its revision by one."""
+    unknown = set(changes) - PLACE_MUTABLE
+    if unknown:
+        raise ValueError(f"not changeable: {sorted(unknown)}")
+    sets = ", ".join(f"{c} = :{c}" for c in changes)
+    return _row(tx.execute(
+        f"UPDATE {S}.places SET {sets}, revision = revision + 1, updated_at = clock_timestamp() "
+        "WHERE place_id = CAST(:_p AS uuid) RETURNING *",
+        {**changes, "_p": place_id},
+    ))
+
+
+def due_priority_places(tx: Tx, limit: int) -> list[dict[str, Any]]:
+    """Lock places whose priority period has ended without a direction."""
+    return _rows(tx.execute(
+        f"SELECT * FROM {S}.places WHERE status = 'priority' "
+        "AND priority_ends_at <= clock_timestamp() ORDER BY priority_ends_at "
+        "LIMIT :n FOR UPDATE SKIP LOCKED",
+        {"n": limit},
+    ))
+
+
+# -- directions ------------------------------------------------------------------------------
+DIRECTION_INSERT_COLUMNS = (
+    "number", "place_id", "application_number", "applicant_id", "type", "status",
+    "organization_id", "organization_name", "group_id", "birth_year", "language", "child_name",
+    "current_organization_id", "current_group_id", "issued_at", "expires_at",
+)
+DIRECTION_MUTABLE = frozenset({"status", "closed_at", "reason"})
+
+
+def next_direction_sequence(tx: Tx) -> tuple[int, dt.datetime]:
+    """The next direction sequence number and the database clock, in one round trip."""
+    row = tx.execute(f"SELECT nextval('{S}.direction_number_seq'), clock_timestamp()").one()
+    return int(row[0]), row[1]
+
+
+def insert_direction(tx: Tx, direction: dict[str, Any]) -> dict[str, Any]:
+    cols = DIRECTION_INSERT_COLUMNS
+    return _row(tx.execute(
+        f"INSERT INTO {S}.directions ({', '.join(cols)}) "
+        f"VALUES ({', '.join(':' + c for c in cols)}) RETURNING *",
+        {c: direction.get(c) for c in cols},
+    ))
+
+
+def get_direction(tx: Tx, number: str, lock: bool = False) -> dict[str, Any] | None:
+    return _row(tx.execute(
+        f"SELECT * FROM {S}.directions WHERE number = :n" + (" FOR UPDATE" if lock else ""),
+        {"n": number},
+    ))
+
+
+def update_direction(tx: Tx, number: str, changes: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(changes) - DIRECTION_MUTABLE
+    if unknown:
+        raise ValueError(f"not changeable: {sorted(unknown)}")
+    sets = ", ".join(f"{c} = :{c}" for c in changes)
+    return _row(tx.execute(
+        f"UPDATE {S}.directions SET {sets}, revision = revision + 1 WHERE number = :_n "
+        "RETURNING *",
+        {**changes, "_n": number},
+    ))
+
+
+def open_direction_of_application(tx: Tx, application_number: str) -> dict[str, Any] | None:
+    return _row(tx.execute(
+        f"SELECT * FROM {S}.directions WHERE application_number = :a AND status = 'issued'",
+        {"a": application_number},
+    ))
+
+
+def closed_direction_exists(tx: Tx, place_id: str, application_number: str) -> bool:
+    """Did this child already have a direction to this place that is now closed?"""
+    return tx.execute(
+        f"SELECT 1 FROM {S}.directions WHERE place_id = CAST(:p AS uuid) "
+        "AND application_number = :a AND status <> 'issued' LIMIT 1",
+        {"p": place_id, "a": application_number},
+    ).first() is not None
+
+
+def due_direction_numbers(tx: Tx, limit: int) -> list[str]:
+    return list(tx.execute(
+        f"SELECT number FROM {S}.directions WHERE status = 'issued' "
+        "AND expires_at <= clock_timestamp() ORDER BY expires_at LIMIT :n",
+        {"n": limit},
+    ).scalars())
+
+
+# -- claims ----------------------------------------------------------------------------------
+def insert_claim(tx: Tx, place_id: str, vacancy_opened_at: dt.datetime, application_number: str,
+                 applicant_id: str, outcome: str = "pooled",
+                 direction_number: str | None = None) -> dict[str, Any] | None:
+    """A claim on one opening of a vacancy; None if this application already claimed it."""
+    return _row(tx.execute(
+        f"INSERT INTO {S}.claims (place_id, vacancy_opened_at, application_number, applicant_id, "
+        "outcome, direction_number) VALUES (CAST(:p AS uuid), :o, :a, :who, :out, :d) "
+        "ON CONFLICT DO NOTHING RETURNING *",
+        {"p": place_id, "o": vacancy_opened_at, "a": application_number, "who": applicant_id,
+         "out": outcome, "d": direction_number},
+    ))
+
+
+def pooled_claims(tx: Tx, place_id: str, vacancy_opened_at: dt.datetime) -> list[dict[str, Any]]:
+    return _rows(tx.execute(
+        f"SELECT * FROM {S}.claims WHERE place_id = CAST(:p AS uuid) AND vacancy_opened_at = :o "
+        "AND outcome = 'pooled' ORDER BY claimed_at, application_number",
+        {"p": place_id, "o": vacancy_opened_at},
+    ))
+
+
+def settle_claims(tx: Tx, place_id: str, vacancy_opened_at: dt.datetime, winner: str | None,
+                  direction_number: str | None) -> None:
+    """Mark the pooled claims of one vacancy opening won (the winner) or lost."""
+    tx.execute(
+        f"UPDATE {S}.claims SET outcome = CASE WHEN application_number = :w THEN 'won' "
+        "ELSE 'lost' END, direction_number = CASE WHEN application_number = :w THEN :d END "
+        "WHERE place_id = CAST(:p AS uuid) AND vacancy_opened_at = :o AND outcome = 'pooled'",
+        {"p": place_id, "o": vacancy_opened_at, "w": winner, "d": direction_number},
+    )
+
+
+def places_with_due_pools(tx: Tx, pool: dt.timedelta, limit: int) -> list[str]:
+    """Vacancies whose claim window has closed with pooled claims still waiting."""
+    return [str(p) for p in tx.execute(
+        f"SELECT DISTINCT p.place_id FROM {S}.places p JOIN {S}.claims c "
+        "ON c.place_id = p.place_id AND c.vacancy_opened_at = p.vacancy_opened_at "
+        "WHERE p.status = 'vacancy' AND c.outcome = 'pooled' "
+        "AND p.vacancy_opened_at + CAST(:pool AS interval) <= clock_timestamp() LIMIT :n",
+        {"pool": pool, "n": limit},
+    ).scalars()]
+
