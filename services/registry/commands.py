@@ -1,0 +1,339 @@
+"""Registry commands: one transaction each, plain values in, plain JSON-able dicts out.
+
+The Nameko service, the CLI and bulk loaders call these with a DatabaseAccess for the
+``registry`` schema. Event appliers claim the event in the inbox in the same transaction as the
+effect and apply a snapshot only if its revision is newer than the stored one, so a redelivered,
+repeated or older event changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from services.common import contracts
+from services.common.db import DatabaseAccess, Tx
+from services.common.errors import BadInput, NotFound
+from services.registry import domain, queries, storage
+
+SOURCE = "registry"
+
+
+def _request_id(actor: Mapping[str, Any] | None) -> str | None:
+    return actor.get("request_id") if isinstance(actor, Mapping) else None
+
+
+def _actor_id(actor: Mapping[str, Any] | None) -> str | None:
+    return actor.get("id") if isinstance(actor, Mapping) else None
+
+
+def _publish_organization(tx: Tx, organization_id: int, kind: str, actor: Mapping[str, Any],
+                          details: Mapping[str, Any]) -> dict[str, Any]:
+    """Ledger row and organization_changed event for a master-data change; returns the view."""
+    view = queries.organization(tx, organization_id)
+    tx.journal(f"organization:{organization_id}", kind,
+               {**details, "actor": _actor_id(actor), "role": (actor or {}).get("role"),
+                "revision": view["revision"]})
+    tx.publish(contracts.envelope(
+        SOURCE, "organization_changed",
+        {"organization_id": organization_id, "revision": view["revision"], "organization": view},
+        request_id=_request_id(actor)))
+    return view
+
+
+# -- master data ---------------------------------------------------------------------------------
+
+
+def create_organization(db: DatabaseAccess, data: Mapping[str, Any],
+                        actor: Mapping[str, Any]) -> dict[str, Any]:
+    domain.require_master_data_role(actor)
+    org = domain.validate_organization(data)
+    with db.transaction() as tx:
+        organization_id = storage.insert_organization(tx, org)
+        return _publish_organization(tx, organization_id, "organization_created", actor, org)
+
+
+def update_organization(db: DatabaseAccess, organization_id: Any, data: Mapping[str, Any],
+                        actor: Mapping[str, Any]) -> dict[str, Any]:
+    domain.require_master_data_role(actor)
+    organization_id = domain.parse_id(organization_id, "organization_id")
+    changes = domain.validate_organization(data, partial=True)
+    with db.transaction() as tx:
+        current = storage.lock_organization(tx, organization_id)
+        if current is None:
+            raise NotFound(f"organisation {organization_id} does not exist",
+                           field="organization_id")
+        if "languages" in changes:
+            orphaned = storage.group_languages(tx, organization_id) - set(changes["languages"])
+            if orphaned:
+                raise BadInput(f"groups still teach in {', '.join(sorted(orphaned))}",
+                               field="languages")
+        changes = {k: v for k, v in changes.items() if current[k] != v}
+        if not changes:
+            return queries.organization(tx, organization_id)
+        storage.update_organization(tx, organization_id, changes)
+        return _publish_organization(tx, organization_id, "organization_updated", actor, changes)
+
+
+def add_group(db: DatabaseAccess, organization_id: Any, data: Mapping[str, Any],
+              actor: Mapping[str, Any]) -> dict[str, Any]:
+    organization_id = domain.parse_id(organization_id, "organization_id")
+    domain.require_master_data_role(actor, organization_id, staff_allowed=True)
+    with db.transaction() as tx:
+        current = storage.lock_organization(tx, organization_id)
+        if current is None:
+            raise NotFound(f"organisation {organization_id} does not exist",
+                           field="organization_id")
+        group = domain.validate_group(data, current["languages"])
+        group_id = storage.insert_group(tx, organization_id, group)
+        _publish_organization(tx, organization_id, "group_added", actor,
+                              {**group, "group_id": group_id})
+        return queries.group(tx, group_id)
+
+
+def seed_districts(db: DatabaseAccess, names: list[str]) -> list[dict[str, str]]:
+    """Reference districts known before any organisation is in them (CLI, demo loader)."""
+    with db.transaction() as tx:
+        storage.seed_districts(tx, [domain.clean_district(n) for n in names])
+        return queries.districts(tx)
+
+
+# -- master-data reads ---------------------------------------------------------------------------
+
+
+def get_organization(db: DatabaseAccess, organization_id: Any) -> dict[str, Any]:
+    organization_id = domain.parse_id(organization_id, "organization_id")
+    with db.read() as tx:
+        view = queries.organization(tx, organization_id)
+        if view is None:
+            raise NotFound(f"organisation {organization_id} does not exist",
+                           field="organization_id")
+        view["republished_at"] = domain.iso(queries.republished_at(tx, "organizations"))
+        return view
+
+
+def get_group(db: DatabaseAccess, group_id: Any) -> dict[str, Any]:
+    group_id = domain.parse_id(group_id, "group_id")
+    with db.read() as tx:
+        view = queries.group(tx, group_id)
+    if view is None:
+        raise NotFound(f"group {group_id} does not exist", field="group_id")
+    return view
+
+
+def check_preferences(db: DatabaseAccess, organization_ids: Any, birth_year: Any, language: Any,
+                      queue_type: Any, settings: domain.RegistrySettings) -> None:
+    ids, birth_year, language, queue_type = domain.validate_preferences(
+        organization_ids, birth_year, language, queue_type, settings.max_preferred)
+    if not ids:
+        return None
+    group_type = domain.fitting_group_type(queue_type)
+    with db.read() as tx:
+        existing, fitting = queries.fitting_organizations(tx, ids, birth_year, language,
+                                                          group_type)
+    for organization_id in ids:
+        if organization_id not in existing:
+            raise BadInput(f"organisation {organization_id} does not exist",
+                           field="preferred_organizations")
+        if organization_id not in fitting:
+            raise BadInput(
+                f"organisation {organization_id} has no {group_type} group for children born "
+                f"in {birth_year} taught in {language}", field="preferred_organizations")
+    return None
+
+
+def list_districts(db: DatabaseAccess) -> list[dict[str, str]]:
+    with db.read() as tx:
+        return queries.districts(tx)
+
+
+# -- public registries ---------------------------------------------------------------------------
+
+
+def _page(registry: str, filters: Any, page: Any, page_size: Any,
+          settings: domain.RegistrySettings) -> tuple[dict[str, Any], int, int]:
+    page, page_size = domain.parse_page(page, page_size)
+    return domain.parse_filters(registry, filters, settings.tz), page, page_size
+
+
+def list_organizations(db: DatabaseAccess, filters: Any, page: Any, page_size: Any,
+                       settings: domain.RegistrySettings) -> dict[str, Any]:
+    f, page, size = _page("organizations", filters, page, page_size, settings)
+    with db.read() as tx:
+        items, total = queries.list_organizations(tx, f, size, (page - 1) * size)
+        at = queries.republished_at(tx, "organizations")
+    return domain.page_result(items, total, page, size, domain.ORGANIZATION_COLUMNS, at)
+
+
+def list_queue(db: DatabaseAccess, filters: Any, page: Any, page_size: Any,
+               settings: domain.RegistrySettings) -> dict[str, Any]:
+    f, page, size = _page("queue", filters, page, page_size, settings)
+    with db.read() as tx:
+        rows, total = queries.list_queue(tx, f, size, (page - 1) * size)
+        at = queries.republished_at(tx, "queue")
+    return domain.page_result([domain.queue_row(r, settings) for r in rows], total, page, size,
+                              domain.QUEUE_COLUMNS, at)
+
+
+def queue_lookup(db: DatabaseAccess, application_number: Any,
+                 settings: domain.RegistrySettings) -> dict[str, Any]:
+    if not isinstance(application_number, str) or not application_number.strip():
+        raise BadInput("application_number is required", field="application_number")
+    number = application_number.strip()
+    with db.read() as tx:
+        row = queries.queue_entry(tx, number)
+        at = queries.republished_at(tx, "queue") if row else None
+    if row is None:
+        raise NotFound(f"application {number} is not in the queue registry",
+                       field="application_number")
+    out = domain.lookup_row(row, settings)
+    out["columns"] = list(domain.LOOKUP_COLUMNS)
+    out["republished_at"] = domain.iso(at)
+    return out
+
+
+def list_vacancies(db: DatabaseAccess, filters: Any, page: Any, page_size: Any,
+                   settings: domain.RegistrySettings) -> dict[str, Any]:
+    f, page, size = _page("vacancies", filters, page, page_size, settings)
+    with db.read() as tx:
+        rows, total = queries.list_vacancies(tx, f, size, (page - 1) * size)
+        at = queries.republished_at(tx, "vacancies")
+    return domain.page_result([domain.vacancy_row(r) for r in rows], total, page, size,
+                              domain.VACANCY_COLUMNS, at)
+
+
+def list_releases(db: DatabaseAccess, filters: Any, page: Any, page_size: Any,
+                  settings: domain.RegistrySettings) -> dict[str, Any]:
+    f, page, size = _page("releases", filters, page, page_size, settings)
+    with db.read() as tx:
+        rows, total = queries.list_releases(tx, f, size, (page - 1) * size)
+        at = queries.republished_at(tx, "releases")
+    return domain.page_result([domain.release_row(r, settings.tz) for r in rows], total, page,
+                              size, domain.RELEASE_COLUMNS, at)
+
+
+def list_directions(db: DatabaseAccess, filters: Any, page: Any, page_size: Any,
+                    settings: domain.RegistrySettings) -> dict[str, Any]:
+    f, page, size = _page("directions", filters, page, page_size, settings)
+    with db.read() as tx:
+        rows, total = queries.list_directions(tx, f, size, (page - 1) * size)
+        at = queries.republished_at(tx, "directions")
+    return domain.page_result([domain.direction_row(r, settings) for r in rows], total, page,
+                              size, domain.DIRECTION_COLUMNS, at)
+
+
+def statistics(db: DatabaseAccess, filters: Any,
+               settings: domain.RegistrySettings) -> dict[str, Any]:
+    """Anonymised statistics (05-23): only counts, and counts of fewer than 5 children hidden."""
+    f = domain.parse_filters("statistics", filters, settings.tz)
+    with db.read() as tx:
+        sizes = queries.queue_sizes(tx, f)
+        flows = queries.fact_counts(tx, f, ("filed", "withdrawn", "provided"), ("day",))
+        allocations = queries.fact_counts(
+            tx, f, ("direction_issued", "direction_enrolled", "direction_declined",
+                    "direction_expired", "direction_revoked"), ("day", "direction_type"))
+        org_activity = queries.fact_counts(tx, f, ("place_released", "direction_enrolled"),
+                                           ("organization_id",))
+        departments = queries.fact_counts(
+            tx, f, ("benefit_granted", "stop_listed", "direction_revoked", "master_data_changed"),
+            ("day",))
+        users = queries.fact_counts(tx, f, ("filed", "withdrawn", "direction_declined"),
+                                    ("day",))
+        events = queries.events_taken(tx, f, settings.timezone)
+        names = queries.organization_names(
+            tx, sorted({r["organization_id"] for r in org_activity if r["organization_id"]}))
+        at = queries.republished_at(tx, "statistics")
+    return domain.build_statistics(f, sizes, flows, allocations, org_activity, departments,
+                                   users, events, names, at)
+
+
+# -- read models fed by events -------------------------------------------------------------------
+
+
+def apply_queue_entry(db: DatabaseAccess, event_id: str, data: Mapping[str, Any],
+                      settings: domain.RegistrySettings,
+                      handler: str = "registry.on_queue_entry_changed") -> str:
+    """Apply a queue_entry_changed snapshot; 'applied', 'stale' or 'duplicate'."""
+    entry = domain.clean_entry(data)
+    with db.transaction() as tx:
+        if not tx.claim_event(handler, event_id):
+            return "duplicate"
+        old = storage.lock_entry(tx, entry["application_number"])
+        if old is None and not storage.insert_entry(tx, entry):
+            # inserted by a concurrent handler since we looked: now it is there to lock
+            old = storage.lock_entry(tx, entry["application_number"])
+        if old is not None:
+            if old["revision"] >= entry["revision"]:
+                return "stale"
+            storage.update_entry(tx, entry)
+        dims = {k: entry[k] for k in ("district", "queue_type", "birth_year", "language")}
+        storage.add_facts(tx, [
+            {"kind": kind, "at": entry["filed_at"] if kind == "filed" else None, **dims}
+            for kind in domain.entry_facts(old, entry)], settings.timezone)
+        return "applied"
+
+
+def apply_place(db: DatabaseAccess, event_id: str, data: Mapping[str, Any], released: bool,
+                settings: domain.RegistrySettings, handler: str) -> str:
+    """Apply a place_released (``released``) or place_changed snapshot."""
+    place = domain.clean_place(data)
+    with db.transaction() as tx:
+        if not tx.claim_event(handler, event_id):
+            return "duplicate"
+        if released:
+            # a release is a fact of the protocol even when a newer snapshot overtook it
+            if storage.insert_release(tx, place) is not None:
+                storage.add_facts(tx, [{
+                    "kind": "place_released", "at": place["released_at"],
+                    "organization_id": place["organization_id"],
+                    "birth_year": place["birth_year"], "language": place["language"]}],
+                    settings.timezone)
+        else:
+            storage.update_release(tx, place)
+        old = storage.lock_place(tx, place["place_id"])
+        if old is None and not storage.insert_place(tx, place):
+            old = storage.lock_place(tx, place["place_id"])
+        if old is not None:
+            if old["revision"] >= place["revision"]:
+                return "stale"
+            storage.update_place(tx, place)
+        return "applied"
+
+
+def apply_direction(db: DatabaseAccess, event_id: str, data: Mapping[str, Any],
+                    settings: domain.RegistrySettings, handler: str) -> str:
+    """Apply a direction_issued / direction_changed snapshot; enrolment fills its group."""
+    direction = domain.clean_direction(data)
+    with db.transaction() as tx:
+        if not tx.claim_event(handler, event_id):
+            return "duplicate"
+        old = storage.lock_direction(tx, direction["number"])
+        if old is None and not storage.insert_direction(tx, direction):
+            old = storage.lock_direction(tx, direction["number"])
+        if old is not None:
+            if old["revision"] >= direction["revision"]:
+                return "stale"
+            storage.update_direction(tx, direction)
+        delta = domain.enrolled_delta(old["status"] if old else None, direction["status"])
+        if delta and direction["group_id"] is not None:
+            storage.add_enrolled(tx, direction["group_id"], delta)
+        dims = {"organization_id": direction["organization_id"],
+                "birth_year": direction["birth_year"], "language": direction["language"],
+                "direction_type": direction["type"]}
+        storage.add_facts(tx, [
+            {"kind": kind, **dims,
+             "at": direction["issued_at"] if kind == "direction_issued"
+             else direction["closed_at"]}
+            for kind in domain.direction_facts(old, direction)], settings.timezone)
+        return "applied"
+
+
+def apply_organization_changed(db: DatabaseAccess, event_id: str, data: Mapping[str, Any],
+                               settings: domain.RegistrySettings,
+                               handler: str = "registry.on_organization_changed") -> str:
+    """Count a master-data change for the departments' activity statistic (05-23.5)."""
+    with db.transaction() as tx:
+        if not tx.claim_event(handler, event_id):
+            return "duplicate"
+        storage.add_facts(tx, [{"kind": "master_data_changed",
+                                "organization_id": data["organization_id"]}], settings.timezone)
+        return "applied"

@@ -1,0 +1,2 @@
+from services.common.migrations import run_env
+run_env("registry")

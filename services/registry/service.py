@@ -1,0 +1,159 @@
+"""The registry service: preschool organisations and groups (master data) and every public
+registry and statistic, kept as read models fed by the other services' events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nameko.dependency_providers import Config
+from nameko.rpc import rpc
+
+from services.common import contracts
+from services.common.config import settings
+from services.common.db import Database
+from services.common.events import reliable_handler
+from services.common.metrics import Metrics
+from services.registry import commands, domain
+
+
+class RegistryService:
+    name = "registry"
+
+    db = Database("registry")
+    metrics = Metrics()
+    config = Config()
+
+    @property
+    def settings(self) -> domain.RegistrySettings:
+        return domain.RegistrySettings.from_settings(settings(self.config))
+
+    # -- master data ---------------------------------------------------------------------------
+
+    @rpc
+    def create_organization(self, data: dict, actor: dict) -> dict:
+        """Officer: ``{"name": "Балапан", "address": "...", "district": "Алмалы",
+        "ownership": "state", "kind": "kindergarten", "languages": ["kk", "ru"],
+        "monthly_fee_kzt": 0}`` -> organisation with ``id``, ``groups`` and ``vacancies``."""
+        return commands.create_organization(self.db, data, actor)
+
+    @rpc
+    def update_organization(self, organization_id: int, data: dict, actor: dict) -> dict:
+        """Officer: change some fields of an organisation -> organisation."""
+        return commands.update_organization(self.db, organization_id, data, actor)
+
+    @rpc
+    def add_group(self, organization_id: int, data: dict, actor: dict) -> dict:
+        """Officer (or staff of that organisation): ``{"name": "Күншуақ",
+        "group_type": "general", "birth_year": 2022, "language": "kk", "capacity": 25,
+        "enrolled": 0}`` -> group with ``organization_id``."""
+        return commands.add_group(self.db, organization_id, data, actor)
+
+    @rpc
+    def get_organization(self, organization_id: int) -> dict:
+        """One organisation with its ``groups`` and ``vacancies``; NotFound."""
+        return commands.get_organization(self.db, organization_id)
+
+    @rpc
+    def get_group(self, group_id: int) -> dict:
+        """A group plus ``organization_id``, ``organization_name``, ``district``,
+        ``ownership``, ``address``; NotFound."""
+        return commands.get_group(self.db, group_id)
+
+    @rpc
+    def check_preferences(self, organization_ids: list, birth_year: int, language: str,
+                          queue_type: str) -> None:
+        """None when every chosen organisation exists and has a fitting group; else BadInput
+        on ``preferred_organizations`` naming the organisation."""
+        return commands.check_preferences(self.db, organization_ids, birth_year, language,
+                                          queue_type, self.settings)
+
+    @rpc
+    def list_districts(self) -> list:
+        """``[{"name": "Алмалы"}, ...]``"""
+        return commands.list_districts(self.db)
+
+    # -- public registries ---------------------------------------------------------------------
+
+    @rpc
+    def list_organizations(self, filters: dict | None = None, page: int = 1,
+                           page_size: int = 50) -> dict:
+        """Registry of organisations (05-17); filters district, language, age_group/birth_year,
+        ownership, kind, has_vacancies, group_type, queue_type, organization_id."""
+        return commands.list_organizations(self.db, filters, page, page_size, self.settings)
+
+    @rpc
+    def list_queue(self, filters: dict | None = None, page: int = 1,
+                   page_size: int = 50) -> dict:
+        """Queue registry (05-18) ordered by queue and queue number; filters district,
+        queue_type, birth_year, language, organization_id, status, benefit_tier, queue_name,
+        from, to (filing date)."""
+        return commands.list_queue(self.db, filters, page, page_size, self.settings)
+
+    @rpc
+    def queue_lookup(self, application_number: str) -> dict:
+        """Queue-number information (05-22) for ``"A-000123"``; NotFound."""
+        return commands.queue_lookup(self.db, application_number, self.settings)
+
+    @rpc
+    def list_vacancies(self, filters: dict | None = None, page: int = 1,
+                       page_size: int = 50) -> dict:
+        """Vacant places (05-19): places in their priority period or open vacancies."""
+        return commands.list_vacancies(self.db, filters, page, page_size, self.settings)
+
+    @rpc
+    def list_releases(self, filters: dict | None = None, page: int = 1,
+                      page_size: int = 50) -> dict:
+        """Place-release protocol (05-20), newest first; ``from``/``to`` on the release date."""
+        return commands.list_releases(self.db, filters, page, page_size, self.settings)
+
+    @rpc
+    def list_directions(self, filters: dict | None = None, page: int = 1,
+                        page_size: int = 50) -> dict:
+        """Directions protocol (05-21), newest first, without application numbers."""
+        return commands.list_directions(self.db, filters, page, page_size, self.settings)
+
+    @rpc
+    def statistics(self, filters: dict | None = None) -> dict:
+        """Anonymised statistics (05-23); a figure about fewer than 5 children is
+        ``{"count": null, "suppressed": true}``."""
+        return commands.statistics(self.db, filters, self.settings)
+
+    # -- read models ---------------------------------------------------------------------------
+
+    @reliable_handler("queue", "queue_entry_changed")
+    def on_queue_entry_changed(self, payload: dict[str, Any]) -> str:
+        data = contracts.parse(payload, "queue", "queue_entry_changed")
+        return commands.apply_queue_entry(self.db, payload["event_id"], data, self.settings,
+                                          handler="registry.on_queue_entry_changed")
+
+    @reliable_handler("allocation", "place_released")
+    def on_place_released(self, payload: dict[str, Any]) -> str:
+        data = contracts.parse(payload, "allocation", "place_released")
+        return commands.apply_place(self.db, payload["event_id"], data, True, self.settings,
+                                    handler="registry.on_place_released")
+
+    @reliable_handler("allocation", "place_changed")
+    def on_place_changed(self, payload: dict[str, Any]) -> str:
+        data = contracts.parse(payload, "allocation", "place_changed")
+        return commands.apply_place(self.db, payload["event_id"], data, False, self.settings,
+                                    handler="registry.on_place_changed")
+
+    @reliable_handler("allocation", "direction_issued")
+    def on_direction_issued(self, payload: dict[str, Any]) -> str:
+        data = contracts.parse(payload, "allocation", "direction_issued")
+        return commands.apply_direction(self.db, payload["event_id"], data, self.settings,
+                                        handler="registry.on_direction_issued")
+
+    @reliable_handler("allocation", "direction_changed")
+    def on_direction_changed(self, payload: dict[str, Any]) -> str:
+        data = contracts.parse(payload, "allocation", "direction_changed")
+        return commands.apply_direction(self.db, payload["event_id"], data, self.settings,
+                                        handler="registry.on_direction_changed")
+
+    @reliable_handler("registry", "organization_changed")
+    def on_organization_changed(self, payload: dict[str, Any]) -> str:
+        # Also keeps a queue bound to registry.events: the outbox relay publishes mandatory,
+        # and an unroutable organization_changed would stall the registry's outbox.
+        data = contracts.parse(payload, "registry", "organization_changed")
+        return commands.apply_organization_changed(self.db, payload["event_id"], data,
+                                                   self.settings)
