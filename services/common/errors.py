@@ -15,10 +15,12 @@ class DomainError(Exception):
     default_code = "BAD_REQUEST"
 
     def __init__(self, message: str, field: str | None = None, code: str | None = None):
-        super().__init__(message, field, code)
         self.message = message
-        self.field = field
+        # nameko sends exception args through str(): None would come back as the text "None",
+        # so no field travels as "" and the code is resolved before it travels
+        self.field = field or None
         self.code = code or self.default_code
+        super().__init__(message, self.field or "", self.code)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}" + (f" (field {self.field})" if self.field else "")

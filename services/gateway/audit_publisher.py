@@ -1,0 +1,117 @@
+"""One audit record per request, published before the response leaves (05-29).
+
+Records go to exchange ``kezek.audit`` with routing key ``audit_record``, ``mandatory`` and with
+publisher confirms. If the broker does not confirm, the request answers 503 AUDIT_UNAVAILABLE
+instead of going unrecorded. A ConfirmingPublisher is not safe for concurrent use, so requests
+borrow one from a small pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Mapping
+
+import eventlet
+from eventlet.queue import LightQueue
+from nameko.extensions import SharedExtension
+
+from services.common import contracts
+from services.common.amqp import AUDIT_EXCHANGE, ConfirmingPublisher, PublishError
+from services.common.config import settings
+from services.gateway.errors import AuditUnavailable
+
+log = logging.getLogger(__name__)
+
+ROUTING_KEY = "audit_record"
+# headers a browser sends the same way on every request: together they identify a device roughly
+STABLE_HEADERS = ("user-agent", "accept-language", "accept-encoding", "accept")
+
+
+def server_fingerprint(headers: Mapping[str, str]) -> str:
+    """sha256 of the stable request headers (and every sec-ch-ua* client hint), names sorted."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    names = list(STABLE_HEADERS) + sorted(k for k in lowered if k.startswith("sec-ch-ua"))
+    text = "\n".join(f"{name}:{lowered.get(name, '')}" for name in names)
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+def body_digest(body: bytes) -> str | None:
+    return hashlib.sha256(body).hexdigest() if body else None
+
+
+def build_record(**fields: Any) -> dict[str, Any]:
+    """A contracts.audit_record with service 'gateway' (unknown fields are refused)."""
+    fields.setdefault("service", "gateway")
+    return contracts.audit_record(**fields)
+
+
+class AuditPublisher(SharedExtension):
+    """A pool of confirming publishers to the audit exchange."""
+
+    def __init__(self, pool_size: int = 4):
+        super().__init__()
+        self.pool_size = pool_size
+
+    def setup(self) -> None:
+        s = settings(self.container.config)
+        self.amqp_uri = self.container.config["AMQP_URI"]
+        self.timeout = float(s.get("AUDIT_CONFIRM_TIMEOUT_SECONDS", 5))
+        size = int(s.get("AUDIT_PUBLISHERS", self.pool_size))
+        self._idle: LightQueue = LightQueue()
+        for _ in range(size):
+            self._idle.put(ConfirmingPublisher(self.amqp_uri))
+
+    def stop(self) -> None:
+        while not self._idle.empty():
+            self._idle.get_nowait().close()
+
+    kill = stop
+
+    def _borrow(self) -> ConfirmingPublisher:
+        try:
+            return self._idle.get(timeout=self.timeout)
+        except eventlet.queue.Empty:
+            raise AuditUnavailable("the audit log is busy; try again") from None
+
+    def ensure_ready(self) -> None:
+        """Fail fast (AUDIT_UNAVAILABLE) when the broker cannot be reached, before a change is
+        made that could then not be recorded."""
+        publisher = self._borrow()
+        try:
+            if not publisher.connected:
+                publisher._ensure()
+        except Exception as exc:  # noqa: BLE001 - any connection failure means not ready
+            publisher.close()
+            log.warning("audit broker unreachable: %r", exc)
+            raise AuditUnavailable("the audit log cannot be reached; nothing was changed") from exc
+        finally:
+            self._idle.put(publisher)
+
+    def publish(self, record: dict[str, Any]) -> None:
+        """Publish one record and wait for the broker's confirm; AuditUnavailable if it does not
+        come (nack, unroutable, timeout or connection lost)."""
+        message = (
+            AUDIT_EXCHANGE,
+            ROUTING_KEY,
+            record,
+            {"kezek.event_id": record["id"], "kezek.request_id": record.get("request_id") or ""},
+        )
+        publisher = self._borrow()
+        try:
+            # a second try on a fresh connection: an idle connection may have been dropped by
+            # the network. Should the first copy have arrived after all, the audit service
+            # keeps one record per id.
+            for attempt in (1, 2):
+                try:
+                    publisher.publish_batch([message], timeout=self.timeout, mandatory=True)
+                    return
+                except PublishError as exc:
+                    if attempt == 2:
+                        log.error("audit record %s not confirmed: %s", record["id"], exc)
+                        raise AuditUnavailable(
+                            "the audit log is unavailable; try again later"
+                        ) from exc
+                    log.warning("audit record %s: %s; retrying", record["id"], exc)
+        finally:
+            self._idle.put(publisher)
