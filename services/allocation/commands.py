@@ -278,8 +278,8 @@ def allocate_place(db: DatabaseAccess, rules: Rules, event_id: str, data: Mappin
         with _transaction(db) as tx:
             place = storage.get_place(tx, place_id, lock="update")
             if _awaits_allocation(place, revision) and not (
-                    entry and storage.closed_direction_exists(tx, place_id,
-                                                              entry["application_number"])):
+                    entry and storage.closed_direction_exists(
+                        tx, place_id, entry["application_number"], entry.get("reserved_at"))):
                 if not tx.claim_event(ALLOCATE_HANDLER, event_id):
                     return "duplicate"
                 if entry:

@@ -193,12 +193,18 @@ def open_direction_of_application(tx: Tx, application_number: str) -> dict[str, 
     ))
 
 
-def closed_direction_exists(tx: Tx, place_id: str, application_number: str) -> bool:
-    """Did this child already have a direction to this place that is now closed?"""
+def closed_direction_exists(tx: Tx, place_id: str, application_number: str,
+                            reserved_at: str | None = None) -> bool:
+    """Is this reservation the stale one a now-closed direction to this place was issued from?
+
+    A child who came back to the queue may be reserved for the same place again: that newer
+    reservation (made after the old direction was issued) is not stale.
+    """
     return tx.execute(
         f"SELECT 1 FROM {S}.directions WHERE place_id = CAST(:p AS uuid) "
-        "AND application_number = :a AND status <> 'issued' LIMIT 1",
-        {"p": place_id, "a": application_number},
+        "AND application_number = :a AND status <> 'issued' "
+        "AND (CAST(:r AS timestamptz) IS NULL OR issued_at >= CAST(:r AS timestamptz)) LIMIT 1",
+        {"p": place_id, "a": application_number, "r": reserved_at},
     ).first() is not None
 
 
@@ -253,3 +259,45 @@ def places_with_due_pools(tx: Tx, pool: dt.timedelta, limit: int) -> list[str]:
         {"pool": pool, "n": limit},
     ).scalars()]
 
+
+
+# -- snapshot export (kezek registry reconcile) ----------------------------------------------
+def export_places(tx: Tx, after: str | None, limit: int,
+                  place_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Places in place-id order after ``after``, or exactly those in ``place_ids``."""
+    if place_ids is not None:
+        where, params = "place_id = ANY(CAST(:ids AS uuid[]))", {"ids": place_ids}
+    elif after is not None:
+        where, params = "place_id > CAST(:after AS uuid)", {"after": after}
+    else:
+        where, params = "true", {}
+    return _rows(tx.execute(
+        f"SELECT * FROM {S}.places WHERE {where} ORDER BY place_id LIMIT :n",
+        {**params, "n": limit}))
+
+
+def export_directions(tx: Tx, after: str | None, limit: int,
+                      numbers: list[str] | None = None) -> list[dict[str, Any]]:
+    """Directions in number order after ``after``, or exactly those in ``numbers``."""
+    if numbers is not None:
+        where, params = "number = ANY(CAST(:nums AS text[]))", {"nums": numbers}
+    else:
+        where, params = "number > :after", {"after": after or ""}
+    return _rows(tx.execute(
+        f"SELECT * FROM {S}.directions WHERE {where} ORDER BY number LIMIT :n",
+        {**params, "n": limit}))
+
+
+def export_releases(tx: Tx, after_seq: int, limit: int,
+                    place_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """``place_released`` journal rows (seq, data) after ``after_seq`` in journal order, or
+    every one of the places in ``place_ids`` (through the journal's stream index)."""
+    if place_ids is not None:
+        where = "stream = ANY(CAST(:streams AS text[]))"
+        params: dict[str, Any] = {"streams": [f"place:{p}" for p in place_ids]}
+    else:
+        where, params = "seq > :after", {"after": after_seq}
+    return _rows(tx.execute(
+        f"SELECT seq, data FROM {S}.journal WHERE {where} AND kind = 'place_released' "
+        "ORDER BY seq LIMIT :n",
+        {**params, "n": limit}))
