@@ -12,6 +12,7 @@ import logging
 import math
 
 from amqp.exceptions import RecoverableConnectionError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from nameko.exceptions import BadRequest as NamekoBadRequest
 from nameko.exceptions import RemoteError, UnknownService
 from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
@@ -110,6 +111,8 @@ FOREIGN_ERRORS: list[tuple[type[BaseException], int, str, str]] = [
         "the message broker cannot be reached",
     ),
     (ConnectionError, 503, "UPSTREAM_UNAVAILABLE", "the message broker cannot be reached"),
+    # kombu re-raises socket errors of a publish (an RPC request) as its own OperationalError
+    (KombuOperationalError, 503, "UPSTREAM_UNAVAILABLE", "the message broker cannot be reached"),
     # MethodNotFound, IncorrectSignature: the gateway and a service disagree on the contract
     (NamekoBadRequest, 502, "UPSTREAM_ERROR", "a service does not offer the call needed"),
     (RemoteError, 502, "UPSTREAM_ERROR", "a service failed to answer this request"),

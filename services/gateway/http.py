@@ -37,6 +37,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from services.common.config import settings
+from services.common.logs import request_id_var
 from services.common.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from services.gateway import auth, csvout, pages
 from services.gateway.abuse import AbuseGuard
@@ -64,6 +65,7 @@ from services.gateway.routes import BODIES, BY_NAME, DEFAULT_PAGE_SIZE, ROUTES, 
 from services.gateway.validation import parse_param, validate
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("kezek.access")
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
@@ -219,6 +221,7 @@ class ApiRoute(HttpRequestHandler):
         started = time.monotonic()
         route = self.route
         call = Call(route, request, str(uuid.uuid4()), self._client(request), self.settings)
+        request_id_var.set(call.request_id)  # on every log line written for this request
         try:
             response = self._serve(call)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error body
@@ -230,14 +233,25 @@ class ApiRoute(HttpRequestHandler):
         if call.actor is not None or route.tag == "sign-in":
             response.headers["Cache-Control"] = "no-store"
         HTTP_REQUESTS.labels(route.label, str(response.status_code)).inc()
-        HTTP_SECONDS.labels(route.label).observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        HTTP_SECONDS.labels(route.label).observe(elapsed)
+        # the access log; probes and scrapes (ops routes) only at debug level
+        access_log.log(logging.DEBUG if route.kind == "ops" else logging.INFO,
+                       "%s %s %s", request.method, route.label, response.status_code,
+                       extra={"fields": {"method": request.method, "route": route.label,
+                                         "status": response.status_code,
+                                         "duration_ms": round(elapsed * 1000, 1)}})
         return response
 
     def _client(self, request: Request) -> Client:
         headers = request.headers
         remote = request.environ.get("REMOTE_ADDR")
         forwarded = headers.get("X-Forwarded-For")
-        fingerprint = headers.get("X-Device-Fingerprint")
+        # the page script sends it as a header with API calls and keeps it in a cookie, which
+        # is all a plain page request (a link, a form) can carry
+        fingerprint = headers.get("X-Device-Fingerprint") or request.cookies.get(
+            pages.FINGERPRINT_COOKIE
+        )
         return Client(
             ip=self.guard.client_address(remote, forwarded),
             remote_addr=remote,
@@ -250,7 +264,7 @@ class ApiRoute(HttpRequestHandler):
 
     def _serve(self, call: Call) -> Response:
         route, request = self.route, call.request
-        if route.kind == "ops":
+        if route.kind in ("ops", "static"):
             return self._render(call, self._run(call))
         self.guard.check_network(call.client.ip)
         self.guard.check_client(call.client.ip, call.client.fingerprint)
@@ -307,7 +321,9 @@ class ApiRoute(HttpRequestHandler):
         """Run the handler in a nameko worker; its result, or its exception raised here."""
         event = Event()
         self.container.spawn_worker(
-            self, (call,), {}, context_data={}, handle_result=partial(self.handle_result, event)
+            # nameko sends context data as nameko.* headers on every RPC call the handler makes
+            self, (call,), {}, context_data={"request_id": call.request_id},
+            handle_result=partial(self.handle_result, event)
         )
         result = event.wait()
         if isinstance(result, Refused):
@@ -394,7 +410,27 @@ class ApiRoute(HttpRequestHandler):
         if code == "ANONYMIZER_REFUSED" and prefers_html(call.request):
             page = pages.refusal(status, code, body["error"]["message"], call.request_id)
             return Response(page, status=status, headers=headers, content_type=HTML_TYPE)
+        if self.route.kind == "page" or (
+            self.route.kind == "fallback"
+            and prefers_html(call.request)
+            and not call.request.path.startswith("/api/")
+        ):
+            return self._error_page(call, status, body["error"], headers)
         return json_response(body, status, headers)
+
+    def _error_page(self, call: Call, status: int, error: dict, headers: dict) -> Response:
+        """An error on a web page (or a browser's unknown address) as a page in its language."""
+        request = call.request
+        try:
+            lang, _ = pages.choose_lang(request.args, request.cookies)
+            ctx = pages.PageContext(lang, request.path, request.args.to_dict())
+            page = pages.error_page(ctx, status, error["code"], error["message"], call.request_id)
+        except Exception:  # noqa: BLE001 - the plain page needs nothing that could fail
+            log.exception("error page could not be rendered")
+            page = pages.refusal(status, error["code"], error["message"], call.request_id)
+        response = Response(page, status=status, headers=headers, content_type=HTML_TYPE)
+        response.headers.update(pages.SECURITY_HEADERS)
+        return response
 
     def _record(self, call: Call, response: Response) -> Response:
         """Publish the audit record; a 503 instead of the answer if the broker does not
@@ -431,6 +467,8 @@ class ApiRoute(HttpRequestHandler):
                 exc = AuditUnavailable("the audit log is unavailable; try again later")
             call.error_code = exc.code
             status, body, headers = map_exception(exc)
+            if route.kind == "page":
+                return self._error_page(call, status, body["error"], headers)
             return json_response(body, status, headers)
         return response
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from nameko.extensions import SharedExtension
 
 from services.common.config import settings
-from services.common.db import DatabaseAccess, get_engine
+from services.common.db import DatabaseAccess, engine_for
 from services.gateway import storage
 from services.gateway.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidParameter
 
@@ -54,7 +54,7 @@ class Stored:
 class IdempotencyStore(SharedExtension):
     def setup(self) -> None:
         s = settings(self.container.config)
-        self.db = DatabaseAccess(get_engine(self.container.config["DB_URL"]), "gateway")
+        self.db = DatabaseAccess(engine_for(self.container.config), "gateway")
         # a pending key older than this belongs to a request that died: let a retry take it
         self.stale_after = float(s.get("RPC_TIMEOUT_SECONDS", 10)) * 3
 

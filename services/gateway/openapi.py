@@ -127,7 +127,7 @@ def _operation(route: Route) -> dict[str, Any]:
 def _document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in ROUTES:
-        if route.kind in ("page", "fallback"):
+        if route.kind in ("page", "static", "fallback"):
             continue
         item = paths.setdefault(route.path, {})
         for method in route.method.split(","):

@@ -143,7 +143,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "filed_at": DATETIME,
             "status": QUEUE_STATUS,
             "queue_type": QUEUE_TYPE,
-            "benefit_tier": nullable(BENEFIT_TIER),
+            # "none": no benefit (the registry says so rather than null)
+            "benefit_tier": nullable(enum("out_of_turn", "first_priority", "none")),
             "stop_list": ref("StopList"),
             "provided": BOOL,
         },
@@ -402,6 +403,7 @@ PATH_PARAMS: dict[str, Param] = {
     "group_id": Param("group_id", ID, True, "group id"),
     "number": Param("number", NUMBER, True, "application or direction number"),
     "place_id": Param("place_id", {"type": "string", "format": "uuid"}, True, "place id"),
+    "asset": Param("asset", {"type": "string", "pattern": r"^[a-z0-9_-]+\.[a-z]+$"}, True),
 }
 PAGE_PARAMS = (
     Param("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}),
@@ -450,7 +452,7 @@ class Route:
     csv_columns: tuple[str, ...] = ()  # when the service does not name its columns
     mutating: bool = False  # accepts Idempotency-Key
     own_organization: str | None = None  # staff may only touch the organisation in this param
-    kind: str = "api"  # api | ops (not audited, not limited) | page | fallback
+    kind: str = "api"  # api | ops (not audited, not limited) | page | static (as ops) | fallback
     content_type: str = "application/json"
     description: str = ""
 
@@ -474,7 +476,7 @@ class Route:
 
     @property
     def audited(self) -> bool:
-        return self.kind != "ops"
+        return self.kind not in ("ops", "static")
 
     @property
     def label(self) -> str:
@@ -1039,14 +1041,35 @@ ROUTES: tuple[Route, ...] = (
         kind="ops",
         content_type="text/plain",
     ),
+    # web pages (web.py, pages.py): HTML, audited like the API, not in the OpenAPI document
+    *(
+        Route(name, "GET", path, summary, "pages", kind="page", content_type="text/html")
+        for name, path, summary in (
+            ("home", "/", "Home: queue-number lookup, links"),
+            ("page_lookup", "/queue/lookup", "Queue-number lookup page (05-22)"),
+            ("page_organizations", "/organizations", "Registry of organisations page"),
+            ("page_organization", "/organizations/{id}", "One organisation page"),
+            ("page_queue", "/queue", "Queue registry page"),
+            ("page_vacancies", "/vacancies", "Vacant places page"),
+            ("page_releases", "/releases", "Place-release protocol page"),
+            ("page_directions", "/directions", "Issued-directions protocol page"),
+            ("page_statistics", "/statistics", "Statistics page"),
+            ("page_sign_in", "/sign-in", "Sign-in page"),
+            ("page_apply", "/apply", "Application form"),
+            ("page_me", "/me", "The parent's applications"),
+            ("page_feed", "/me/feed", "The parent's event feed"),
+            ("page_staff", "/staff", "Organisation staff: groups, releases, enrolment"),
+            ("page_officer", "/officer", "Department officer: benefits, stop-list, organisations"),
+            ("page_audit", "/audit", "Auditor: search and verify the log"),
+        )
+    ),
     Route(
-        "home",
+        "static",
         "GET",
-        "/",
-        "Web pages (placeholder)",
+        "/static/{asset}",
+        "The pages' script and stylesheet",
         "pages",
-        kind="page",
-        content_type="text/html",
+        kind="static",
     ),
     Route(
         "not_found",

@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 from services.common.db import Database
 from services.common.metrics import Metrics
 from services.common.timers import run_exclusively
-from services.gateway import auth, http, openapi, pages, storage
+from services.gateway import auth, http, openapi, storage, web
 from services.gateway.http import Call, route
 from services.gateway.sms import Sms
 from services.gateway.upstream import Upstream
@@ -41,7 +41,11 @@ def page_of_list(items: list[Any], page: int = 1, page_size: int | None = None) 
     }
 
 
-class GatewayService:
+# web.WebPages is used through its module: `nameko run` takes every class with entrypoints at a
+# service module's top level for a service
+class GatewayService(web.WebPages):
+    """The JSON API below; the web pages' entrypoints come from web.WebPages."""
+
     name = "gateway"
 
     db = Database("gateway", relay=False)
@@ -297,12 +301,8 @@ class GatewayService:
     @route("metrics")
     def prometheus(self, call: Call) -> Response:
         """``GET /metrics`` -> Prometheus text format."""
+        self.metrics.refresh_dlq_depth()
         return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
-
-    @route("home")
-    def home(self, call: Call) -> Response:
-        """``GET /`` -> placeholder page until the web pages exist."""
-        return Response(pages.home(), content_type=http.HTML_TYPE)
 
     @route("not_found")
     def not_found(self, call: Call, path: str | None = None) -> None:

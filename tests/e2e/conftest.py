@@ -1,107 +1,11 @@
-"""The whole system as `make run` starts it (every service in one `nameko run` process), on an
-isolated database and vhost, driven over HTTP."""
-
-import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
+"""The whole system as `make run` starts it (tests/system.py), one per test session."""
 
 import pytest
-import requests
-import yaml
 
-from tests.conftest import destroy_isolated_config, make_isolated_config
-from tests.helpers import wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-ALL_SERVICES = [
-    "services.registry.service", "services.applications.service", "services.queue.service",
-    "services.allocation.service", "services.audit.service", "services.gateway.service",
-]
-
-
-class System:
-    def __init__(self, config: dict, base_url: str, log_path: Path):
-        self.config = config
-        self.base_url = base_url
-        self.log_path = log_path
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-    def sms_code(self, phone: str, after: float = 0.0) -> str:
-        """The newest one-time code the development SMS sender wrote for this phone."""
-        path = Path(self.config["KEZEK"]["SMS_OUTBOX"])
-        if not path.is_absolute():
-            path = ROOT / path
-
-        def newest():
-            if not path.exists():
-                return None
-            codes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            codes = [c for c in codes if c["phone"] == phone]
-            return codes[-1]["code"] if codes else None
-
-        return wait_for(newest, timeout=10, message=f"SMS code for {phone}")
-
-    def sign_in(self, phone: str, fingerprint: str = "e2e-device") -> dict:
-        headers = {"X-Device-Fingerprint": fingerprint}
-        r = requests.post(self.url("/api/v1/auth/otp"), json={"phone": phone}, headers=headers,
-                          timeout=10)
-        assert r.status_code == 202, r.text
-        code = self.sms_code(phone)
-        r = requests.post(self.url("/api/v1/auth/token"), json={"phone": phone, "code": code},
-                          headers=headers, timeout=10)
-        assert r.status_code == 200, r.text
-        token = r.json()["token"]
-        session = requests.Session()
-        session.headers.update({"Authorization": f"Bearer {token}", **headers})
-        return {"session": session, "role": r.json()["role"], "token": token}
-
-    def add_user(self, role: str, phone: str, organization_id: int | None = None) -> None:
-        from services.common.db import DatabaseAccess, get_engine
-        from services.gateway import accounts
-
-        accounts.add_user(DatabaseAccess(get_engine(self.config["DB_URL"]), "gateway"),
-                          role=role, phone=phone, organization_id=organization_id)
-
-
-def start_system(config: dict, tmp: Path, services=ALL_SERVICES) -> subprocess.Popen:
-    config_file = tmp / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config, allow_unicode=True))
-    log = open(tmp / "system.log", "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "nameko", "run", "--config", str(config_file), *services],
-        cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
+from tests.system import ALL_SERVICES, System, running_system, start_system  # noqa: F401
 
 
 @pytest.fixture(scope="session")
-def system(tmp_path_factory):
-    config = make_isolated_config()
-    tmp = tmp_path_factory.mktemp("system")
-    proc = start_system(config, tmp)
-    base_url = "http://" + config["WEB_SERVER_ADDRESS"]
-
-    def up():
-        if proc.poll() is not None:
-            raise AssertionError("system exited:\n" + (tmp / "system.log").read_text()[-3000:])
-        try:
-            return requests.get(base_url + "/api/v1/districts", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_for(up, timeout=60, interval=0.3, message="system up")
-        yield System(config, base_url, tmp / "system.log")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if os.environ.get("KEZEK_E2E_SHOW_LOG"):
-            print((tmp / "system.log").read_text()[-5000:])
-        destroy_isolated_config(config)
-        time.sleep(0)
+def system(tmp_path_factory) -> System:
+    with running_system(tmp_path_factory.mktemp("system")) as running:
+        yield running

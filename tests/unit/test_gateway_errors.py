@@ -1,6 +1,7 @@
 """The one exception -> HTTP map of the gateway."""
 
 import pytest
+from kombu.exceptions import OperationalError as KombuOperationalError
 from nameko.exceptions import MethodNotFound, RemoteError, UnknownService, deserialize, serialize
 from sqlalchemy.exc import OperationalError
 
@@ -37,6 +38,8 @@ from services.gateway import errors
             "DATABASE_UNAVAILABLE",
         ),
         (ConnectionRefusedError(111, "refused"), 503, "UPSTREAM_UNAVAILABLE"),
+        # an RPC request published while the broker is down (kombu wraps the socket error)
+        (KombuOperationalError("[Errno 111] ECONNREFUSED"), 503, "UPSTREAM_UNAVAILABLE"),
         (KeyError("bug"), 500, "INTERNAL_ERROR"),
     ],
 )

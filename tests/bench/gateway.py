@@ -1,0 +1,289 @@
+"""Benchmark (not a test): the gateway's queue-number lookup next to a gateway endpoint that makes
+no RPC call, measured in the same run.
+
+    .venv/bin/python tests/bench/gateway.py [--seconds 10] [--concurrency 32] [--applications 300]
+
+In a database and vhost of its own, every service runs in one ``nameko run`` process (as
+``make run`` does) with the rate limits raised (every request comes from this one address).
+An officer files a few hundred applications through the API; once the registry lists them,
+two loads run one after the other, each ``--concurrency`` clients on keep-alive connections for
+``--seconds`` (after a short warm-up):
+
+1. ``GET /healthz``: the HTTP server, the gateway's entrypoint and a worker, no RPC, no audit;
+2. ``GET /api/v1/queue/lookup?application_number=...`` (a random filed application each time):
+   rate limit, one RPC to the registry (an indexed read), and one audit record published with
+   a broker confirm before the answer leaves.
+
+Prints requests a second, p50 and p99 for both, and the ratio lookup / healthz requests a
+second (target: at least 0.5). With tests/bench/common.py present, also ``BENCH {json}`` lines.
+"""
+
+import eventlet
+
+eventlet.monkey_patch()  # before requests, kombu and psycopg import socket
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import http.client  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlencode  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import requests  # noqa: E402
+
+import services  # noqa: E402,F401  (PSYCOPG_WAIT_FUNC)
+from tests.conftest import destroy_isolated_config, make_isolated_config  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
+from tests.system import System, random_phone, start_system, valid_iin  # noqa: E402
+
+try:
+    from tests.bench.common import Figure, emit, percentile
+except ImportError:  # the shared benchmark module is optional: human lines only
+    Figure = emit = None
+
+    def percentile(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        if not ordered:
+            return float("nan")
+        k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+        return ordered[k]
+
+
+WORKLOAD = "gateway"
+TARGET_RATIO = 0.5
+RAISED_LIMITS = {
+    "RATE_LIMIT_PER_MINUTE": 100_000_000,
+    "RATE_BURST": 10_000_000,
+    "BLOCK_AFTER_EXCESSES": 100_000_000,
+    "OTP_MAX_PER_HOUR": 100_000,
+}
+
+
+# -- set-up ---------------------------------------------------------------------------------------
+def start(config: dict, tmp: Path):
+    proc = start_system(config, tmp)
+    base_url = "http://" + config["WEB_SERVER_ADDRESS"]
+
+    def up():
+        if proc.poll() is not None:
+            raise RuntimeError("system exited:\n" + (tmp / "system.log").read_text()[-3000:])
+        try:
+            return requests.get(base_url + "/api/v1/districts", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(up, timeout=90, interval=0.3, message="system up")
+    return proc, System(config, base_url, tmp / "system.log")
+
+
+def file_applications(system: System, n: int, rng: random.Random) -> list[str]:
+    """An organisation with groups for four birth years, and n applications filed through the
+    API by an officer on the parents' behalf (8 at a time)."""
+    officer_phone = random_phone()
+    system.add_user("officer", officer_phone)
+    officer = system.sign_in(officer_phone, fingerprint="bench-officer")["session"]
+    district = f"Bench-{uuid.uuid4().hex[:6]}"
+    r = officer.post(system.url("/api/v1/organizations"), json={
+        "name": "Бенчмарк балабақшасы", "address": "Алматы", "district": district,
+        "ownership": "state", "kind": "kindergarten", "languages": ["kk", "ru"]}, timeout=30)
+    r.raise_for_status()
+    org_id = r.json()["id"]
+    this_year = dt.date.today().year
+    years = [this_year - k for k in (1, 2, 3, 4)]
+    for year in years:
+        for language in ("kk", "ru"):
+            r = officer.post(system.url(f"/api/v1/organizations/{org_id}/groups"), json={
+                "name": f"{year} {language}", "group_type": "general", "birth_year": year,
+                "language": language, "capacity": 30}, timeout=30)
+            r.raise_for_status()
+
+    def one(i: int) -> str | None:
+        birth = dt.date(rng.choice(years), rng.randint(1, 12), rng.randint(1, 28))
+        if birth >= dt.date.today():
+            birth = birth.replace(year=birth.year - 1)
+        phone = random_phone()
+        body = {
+            "applicant": {"iin": valid_iin(dt.date(1990, 1, 1) + dt.timedelta(days=i), "F"),
+                          "full_name": f"Ата-ана {i}", "phone": phone},
+            "child": {"iin": valid_iin(birth, rng.choice("MF")), "full_name": f"Бала {i}",
+                      "birth_date": birth.isoformat()},
+            "queue_type": "general", "language": rng.choice(("kk", "ru")),
+            "district": district, "preferred_organizations": [org_id],
+            "desired_start": f"{this_year + 1}-09-01", "benefit": None,
+        }
+        answer = officer.post(system.url("/api/v1/applications"), json=body, timeout=60)
+        if answer.status_code != 201:
+            refused.append(answer.text[:300])
+            return None  # e.g. a random IIN met an earlier one: one application fewer
+        return answer.json()["application_number"]
+
+    refused: list[str] = []
+    pool = eventlet.GreenPool(8)
+    numbers = [number for number in pool.imap(one, range(n)) if number]
+    if len(numbers) < n * 0.9:
+        raise RuntimeError(f"only {len(numbers)} of {n} applications were filed; refusals: "
+                           + "\n".join(sorted(set(refused))[:10]))
+
+    def listed() -> bool:  # the registry's read model follows by events
+        r = requests.get(system.url("/api/v1/queue/lookup"),
+                         params={"application_number": numbers[-1]}, timeout=10)
+        return r.status_code == 200
+
+    wait_for(listed, timeout=120, interval=0.5, message="applications in the registry")
+    return numbers
+
+
+# -- load ---------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(address: str, path_of, seconds: float, concurrency: int,
+         warmup: float = 2.0, pid: int | None = None, expect: int = 200) -> dict:
+    """``concurrency`` clients on keep-alive connections; latencies of the answers with status
+    ``expect`` inside the measured window, and the requests a second."""
+    host, port = address.rsplit(":", 1)
+    latencies: list[float] = []
+    state = {"errors": 0}
+    measure_from = time.monotonic() + warmup
+    stop_at = measure_from + seconds
+
+    def client(i: int) -> None:
+        headers = {"X-Device-Fingerprint": f"bench-client-{i}"}
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                conn.request("GET", path_of(), headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                state["errors"] += 1
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                continue
+            finished = time.monotonic()
+            if started < measure_from or finished > stop_at:
+                continue
+            if response.status == expect:
+                latencies.append((finished - started) * 1000)
+            else:
+                state["errors"] += 1
+        conn.close()
+
+    def cpu_meter() -> None:  # the services' CPU time spent inside the measured window
+        eventlet.sleep(max(0.0, measure_from - time.monotonic()))
+        state["cpu_from"] = cpu_seconds(pid)
+        eventlet.sleep(max(0.0, stop_at - time.monotonic()))
+        state["cpu"] = cpu_seconds(pid) - state["cpu_from"]
+
+    pool = eventlet.GreenPool(concurrency + 1)
+    if pid is not None:
+        pool.spawn(cpu_meter)
+    for i in range(concurrency):
+        pool.spawn(client, i)
+    pool.waitall()
+    cpu = state.get("cpu")
+    return {
+        "cpu_ms_per_request": cpu * 1000 / len(latencies) if cpu and latencies else None,
+        "per_s": len(latencies) / seconds,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "requests": len(latencies),
+        "errors": state["errors"],
+    }
+
+
+def report(healthz: dict, lookup: dict, concurrency: int, seconds: float, n: int) -> None:
+    ratio = lookup["per_s"] / healthz["per_s"] if healthz["per_s"] else float("nan")
+    for name, result in (("GET /healthz (no RPC)", healthz),
+                         ("GET /api/v1/queue/lookup", lookup)):
+        print(f"{name:28s} {result['per_s']:8.1f} req/s   p50 {result['p50_ms']:7.2f} ms   "
+              f"p99 {result['p99_ms']:7.2f} ms   ({result['requests']} answers, "
+              f"{result['errors']} errors; concurrency {concurrency}, {seconds:g} s)",
+              flush=True)
+        if result.get("cpu_ms_per_request"):
+            print(f"{'':28s} services process CPU {result['cpu_ms_per_request']:.2f} ms a request",
+                  flush=True)
+    verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+    print(f"ratio lookup / healthz requests a second = {ratio:.2f} ({verdict} the target "
+          f"{TARGET_RATIO}); queue of {n} applications", flush=True)
+    if emit is None:
+        return
+    where = f"concurrency {concurrency}, {seconds:g} s, keep-alive"
+    for key, result in (("healthz", healthz), ("queue_lookup", lookup)):
+        extra = {k: result[k] for k in ("requests", "errors", "cpu_ms_per_request")}
+        floor = healthz if key == "queue_lookup" else None
+        emit(Figure(WORKLOAD, f"{key}_per_s", result["per_s"], "req/s",
+                    floor_value=floor["per_s"] if floor else None,
+                    note=(f"{where}; floor: GET /healthz in the same run, target ratio >= "
+                          f"{TARGET_RATIO}" if floor else f"{where}; no RPC, not audited"),
+                    extra=extra))
+        for q in ("p50", "p99"):
+            emit(Figure(WORKLOAD, f"{key}_{q}_ms", result[f"{q}_ms"], "ms",
+                        floor_value=floor[f"{q}_ms"] if floor else None, note=where))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--applications", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--decompose", action="store_true",
+                        help="also measure an audited request without RPC (a 404)")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    config = make_isolated_config()
+    config["KEZEK"].update(RAISED_LIMITS)
+    config["LOGGING"]["root"]["level"] = "WARNING"  # no access log line per request
+    tmp = Path(tempfile.mkdtemp(prefix="kezek-bench-gateway-"))
+    proc = None
+    try:
+        proc, system = start(config, tmp)
+        started = time.monotonic()
+        numbers = file_applications(system, args.applications, rng)
+        print(f"filed {len(numbers)} applications through the API in "
+              f"{time.monotonic() - started:.1f} s", flush=True)
+        address = config["WEB_SERVER_ADDRESS"]
+        healthz = load(address, lambda: "/healthz", args.seconds, args.concurrency,
+                       pid=proc.pid)
+        lookup = load(
+            address,
+            lambda: "/api/v1/queue/lookup?" + urlencode(
+                {"application_number": rng.choice(numbers)}),
+            args.seconds, args.concurrency, pid=proc.pid)
+        report(healthz, lookup, args.concurrency, args.seconds, len(numbers))
+        if args.decompose:
+            # where the difference goes: the same pipeline and audit record without the RPC
+            audited = load(address, lambda: "/api/v1/no-such-path", args.seconds,
+                           args.concurrency, pid=proc.pid, expect=404)
+            print(f"{'GET /api/v1/no-such-path':28s} {audited['per_s']:8.1f} req/s   p50 "
+                  f"{audited['p50_ms']:7.2f} ms   p99 {audited['p99_ms']:7.2f} ms   (audited "
+                  f"404, no RPC; services process CPU {audited['cpu_ms_per_request'] or 0:.2f} "
+                  "ms a request)", flush=True)
+        if healthz["requests"] == 0 or lookup["requests"] == 0:
+            raise SystemExit("no answers were measured: see " + str(tmp / "system.log"))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - stopping: kill what does not stop
+                proc.kill()
+        destroy_isolated_config(config)
+
+
+if __name__ == "__main__":
+    main()
