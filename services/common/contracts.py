@@ -79,6 +79,12 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
 }
 
 
+def _current_request_id() -> str | None:
+    from services.common.logs import request_id_var
+
+    return request_id_var.get()
+
+
 def envelope(source: str, event_type: str, data: dict[str, Any],
              request_id: str | None = None) -> dict[str, Any]:
     """Build an event envelope, checking the payload against its contract."""
@@ -94,7 +100,8 @@ def envelope(source: str, event_type: str, data: dict[str, Any],
         "version": contract.version,
         "source": source,
         "occurred_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "request_id": request_id,
+        # by default the request being handled (the worker's, see services.common.logs)
+        "request_id": request_id if request_id is not None else _current_request_id(),
         "data": data,
     }
 

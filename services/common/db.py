@@ -31,7 +31,7 @@ _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def get_engine(url: str, pool_size: int = 10) -> Engine:
+def get_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     """One engine per database URL per process (all services in one runner share it)."""
     with _engines_lock:
         engine = _engines.get(url)
@@ -39,13 +39,21 @@ def get_engine(url: str, pool_size: int = 10) -> Engine:
             engine = create_engine(
                 url,
                 pool_size=pool_size,
-                max_overflow=20,
+                max_overflow=max_overflow,
                 pool_pre_ping=True,
                 pool_recycle=600,
                 connect_args={"connect_timeout": 5},
             )
             _engines[url] = engine
         return engine
+
+
+def engine_for(config: dict[str, Any]) -> Engine:
+    """The engine of a service process, its pool sized by DB_POOL_SIZE and DB_MAX_OVERFLOW:
+    every process holds up to their sum in connections, and PostgreSQL refuses clients past
+    its max_connections (100 by default), so many processes on one server need small pools."""
+    return get_engine(config["DB_URL"], int(config.get("DB_POOL_SIZE") or 10),
+                      int(config.get("DB_MAX_OVERFLOW") or 20))
 
 
 def dispose_engines() -> None:
@@ -170,7 +178,7 @@ class Database(DependencyProvider):
         from services.common.outbox import OutboxRelay
 
         config = self.container.config
-        self.engine = get_engine(config["DB_URL"])
+        self.engine = engine_for(config)
         if self.relay_enabled:
             s = settings(config)
             self.relay = OutboxRelay(

@@ -77,4 +77,12 @@ class TooManyRequests(DomainError):
     default_code = "RATE_LIMITED"
 
 
+@deserialize_to_instance
+class UpstreamTimeout(DomainError):
+    """504: another service did not answer an RPC call within RPC_TIMEOUT_SECONDS."""
+
+    status = 504
+    default_code = "UPSTREAM_TIMEOUT"
+
+
 DOMAIN_ERRORS = (DomainError,)

@@ -6,9 +6,13 @@ Nameko's ``event_handler`` acknowledges a message whose handler raised: the even
 - on success, acks;
 - on :class:`PoisonMessage` (malformed, unknown type or version), publishes the message with the
   reason to the dead-letter queue at once, then acks;
-- on any other error, requeues; once the message has been delivered ``HANDLER_MAX_ATTEMPTS``
-  times it goes to the dead-letter queue with the last error, then is acked. Should even that
-  publish fail, the message is rejected and RabbitMQ dead-letters it through ``kezek.dlx``.
+- on any other error, waits a little (doubling from 0.25 s up to 5 s) and requeues; once the
+  message has been delivered ``HANDLER_MAX_ATTEMPTS`` times it goes to the dead-letter queue
+  with the last error, then is acked. Should even that publish fail, the message is rejected and
+  RabbitMQ dead-letters it through ``kezek.dlx``;
+- an error that says the database, the broker or another service is away for now
+  (:func:`is_transient`) is not the message's fault: it may be retried four times as often, so
+  that a restart of PostgreSQL or RabbitMQ sends nothing to the dead-letter queue.
 
 Use ``@reliable_handler("allocation", "direction_issued")`` in place of ``event_handler``.
 """
@@ -19,6 +23,7 @@ import json
 import logging
 import time
 
+import eventlet
 from kombu import Queue
 from nameko.events import EventHandler, get_event_exchange
 from nameko.messaging import QueueConsumer
@@ -30,7 +35,40 @@ from services.common.contracts import PoisonMessage
 
 log = logging.getLogger(__name__)
 
+RETRY_FIRST_WAIT_SECONDS = 0.25
+RETRY_MAX_WAIT_SECONDS = 5.0
+# exceptions that crossed RPC arrive as RemoteError naming their type
+TRANSIENT_REMOTE_TYPES = {"OperationalError", "InterfaceError", "UpstreamTimeout",
+                          "CallTimedOut", "UnknownService", "ConnectionError",
+                          "RecoverableConnectionError", "TimeoutError"}
+
 _dlq_publishers: dict[str, ConfirmingPublisher] = {}
+# kezek_messages_consumed_total{outcome}: "duplicate" when the handler returns that string
+OUTCOMES = ("ok", "retried", "dead_lettered", "duplicate")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Does this error say that something the handler needs is away for now (the database,
+    the broker, another service), rather than that the message is wrong?"""
+    from amqp.exceptions import RecoverableConnectionError
+    from nameko.exceptions import RemoteError, UnknownService
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    from services.common.errors import UpstreamTimeout
+
+    if isinstance(exc, (OperationalError, InterfaceError, UpstreamTimeout, UnknownService,
+                        ConnectionError, TimeoutError, RecoverableConnectionError)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, RemoteError):
+        return exc.exc_type in TRANSIENT_REMOTE_TYPES
+    return False
+
+
+def retry_wait(attempts: int) -> float:
+    """Seconds to hold a failed message before it is delivered again."""
+    return min(RETRY_FIRST_WAIT_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_WAIT_SECONDS)
 
 
 def handler_queue_name(source_service: str, event_type: str, service_name: str,
@@ -68,11 +106,28 @@ def send_to_dlq(amqp_uri: str, body, queue_name: str, reason: str, headers: dict
 class DeadLetteringQueueConsumer(QueueConsumer):
     """Kombu acks a message it cannot decode (bad JSON); we dead-letter it instead."""
 
+    def _queue_of(self, message) -> str | None:
+        tag = message.delivery_info.get("consumer_tag")
+        for provider, consumer in list(self._consumers.items()):
+            if tag in getattr(consumer, "_active_tags", {}).values():
+                return provider.queue.name
+        return None
+
     def on_decode_error(self, message, exc):
-        log.error("undecodable message on %s: %s; dead-lettering it",
-                  message.delivery_info.get("routing_key"), exc)
-        # RabbitMQ routes it to kezek.dlx with an x-death header naming the queue
-        message.reject(requeue=False)
+        queue = self._queue_of(message)
+        reason = f"undecodable message: {exc}"
+        log.error("%s on %s; dead-lettering it", reason,
+                  queue or message.delivery_info.get("routing_key"))
+        try:
+            if queue is None:
+                raise LookupError("no queue for this consumer tag")
+            send_to_dlq(self.container.config["AMQP_URI"], message.body, queue, reason,
+                        message.headers)
+        except Exception:  # noqa: BLE001 - RabbitMQ dead-letters it, naming the queue in x-death
+            log.exception("could not publish the undecodable message to the DLQ; rejecting it")
+            message.reject(requeue=False)
+            return
+        message.ack()
 
 
 class ReliableEventHandler(EventHandler):
@@ -92,6 +147,12 @@ class ReliableEventHandler(EventHandler):
         )
         # skip EventHandler.setup (it would rebuild the queue without our arguments)
         self.queue_consumer.register_provider(self)
+        # every outcome's series at 0 from the start: rate() and alerts see the first one
+        service = self.container.service_name
+        for outcome in OUTCOMES:
+            metrics.CONSUMED.labels(service, self.method_name, outcome)
+        metrics.HANDLING_SECONDS.labels(service, self.method_name)
+        metrics.IN_PROGRESS.labels(service)
 
     def handle_message(self, body, message):
         message.kezek_started = time.monotonic()
@@ -112,9 +173,14 @@ class ReliableEventHandler(EventHandler):
         exc = exc_info[1]
         attempts = int(message.headers.get("x-delivery-count", 0) or 0) + 1
         poison = isinstance(exc, PoisonMessage)
-        if not poison and attempts < self.max_attempts:
+        # transient: up to just below the queue's x-delivery-limit, past which RabbitMQ would
+        # dead-letter the message itself, without our reason
+        limit = self.max_attempts * 4 - 1 if is_transient(exc) else self.max_attempts
+        if not poison and attempts < limit:
             log.warning("handler %s.%s failed (attempt %d): %r", service, handler, attempts, exc)
             metrics.CONSUMED.labels(service, handler, "retried").inc()
+            # holding the message a while spreads the attempts over a restart of what failed
+            eventlet.sleep(retry_wait(attempts))
             self.queue_consumer.requeue_message(message)
             return
         reason = f"{type(exc).__name__}: {exc}"

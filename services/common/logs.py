@@ -1,4 +1,10 @@
-"""Structured JSON logs, one object a line, with the request id when one is known."""
+"""Structured JSON logs, one object a line, with the request id when one is known.
+
+The request id is the gateway's (its ``X-Request-Id`` answer header). It travels to services
+as nameko context data (``nameko.request_id`` headers on RPC calls, and on events from the
+outbox relay, which reads it from the envelope); ``Metrics.worker_setup`` puts it in
+:data:`request_id_var` for every log line the worker writes.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,11 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        # structured fields: log.info("...", extra={"fields": {"method": "enqueue"}})
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                entry.setdefault(key, value)
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -19,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from sqlalchemy import text
 
 log = logging.getLogger(__name__)
+# every entrypoint call: `LOGGING.loggers: {kezek.calls: {level: WARNING}}` silences it
+call_log = logging.getLogger("kezek.calls")
 
 CONSUMED = Counter("kezek_messages_consumed_total", "Event messages handled, by outcome",
                    ["service", "handler", "outcome"])
@@ -61,6 +63,8 @@ class Metrics(DependencyProvider):
         self.lag_bound = float(
             settings(self.container.config).get("OUTBOX_LAG_READY_SECONDS", 60))
         self._starts: dict[int, float] = {}
+        # labelled series exist from the start (at 0), so a scrape shows them before any event
+        IN_PROGRESS.labels(self.service)
 
     def start(self):
         if self.port and self.port not in _servers:
@@ -70,7 +74,7 @@ class Metrics(DependencyProvider):
                 log.warning("metrics port %s unavailable: %s", self.port, exc)
                 return
             _servers[self.port] = sock
-            self.container.spawn_managed_thread(
+            self._server_gt = self.container.spawn_managed_thread(
                 lambda: wsgi.server(sock, self._app, log_output=False),
                 identifier=f"metrics:{self.port}")
 
@@ -81,6 +85,11 @@ class Metrics(DependencyProvider):
                 sock.close()
             except OSError:
                 pass
+        # the server loop does not end when its socket closes; end it here rather than have
+        # the container kill it with a warning on every shutdown
+        gt, self._server_gt = getattr(self, "_server_gt", None), None
+        if gt is not None:
+            gt.kill()
 
     # -- health ----------------------------------------------------------------------------------
     def _database(self):
@@ -117,7 +126,7 @@ class Metrics(DependencyProvider):
     def _app(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            self._refresh_dlq_depth()
+            self.refresh_dlq_depth()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
             return [generate_latest()]
         if path == "/healthz":
@@ -131,7 +140,8 @@ class Metrics(DependencyProvider):
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
 
-    def _refresh_dlq_depth(self) -> None:
+    def refresh_dlq_depth(self) -> None:
+        """Set kezek_dead_letter_messages from the broker (before each scrape)."""
         from kombu import Connection
 
         from services.common.amqp import DLQ
@@ -156,8 +166,28 @@ class Metrics(DependencyProvider):
         outcome = "ok" if exc_info is None else type(exc_info[1]).__name__
         RPC_CALLS.labels(self.service, method, outcome).inc()
         started = self._starts.pop(id(worker_ctx), None)
-        if started is not None:
-            RPC_SECONDS.labels(self.service, method).observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started if started is not None else None
+        if elapsed is not None:
+            RPC_SECONDS.labels(self.service, method).observe(elapsed)
+        self._log_call(worker_ctx.entrypoint, method, outcome, result, elapsed)
+
+    def _log_call(self, entrypoint, method: str, outcome: str, result, elapsed) -> None:
+        """One line per call or event handled, carrying the request id (see worker_setup).
+        The gateway writes its own line per HTTP request; timers only at debug level."""
+        from nameko.timer import Timer
+        from nameko.web.handlers import HttpRequestHandler
+
+        if isinstance(entrypoint, HttpRequestHandler):
+            return
+        level = logging.DEBUG if isinstance(entrypoint, Timer) else logging.INFO
+        if not call_log.isEnabledFor(level):
+            return
+        if outcome == "ok" and isinstance(result, str) and len(result) <= 40:
+            outcome = result  # an event handler's "duplicate", "stale", "issued"...
+        fields = {"service": self.service, "method": method, "outcome": outcome}
+        if elapsed is not None:
+            fields["duration_ms"] = round(elapsed * 1000, 1)
+        call_log.log(level, "%s.%s %s", self.service, method, outcome, extra={"fields": fields})
 
     def get_dependency(self, worker_ctx):
         return self

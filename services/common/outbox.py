@@ -36,6 +36,10 @@ class OutboxRelay:
         self._running = False
         self._gt = None
         self.last_error: str | None = None
+        # the service's series exist (at 0) before the first batch or failure
+        for series in (metrics.OUTBOX_PENDING, metrics.OUTBOX_OLDEST_AGE, metrics.OUTBOX_SENT,
+                       metrics.OUTBOX_PUBLISH_FAILURES):
+            series.labels(self.service)
 
     def wake(self) -> None:
         if not self._wake.ready():

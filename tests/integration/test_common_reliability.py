@@ -152,10 +152,11 @@ def test_poison_message_goes_to_the_dlq_at_once_and_service_keeps_serving(selfte
     wait_for(lambda: handled(db_engine, tag) == 1, timeout=10, message="good event handled")
     found = wait_for(lambda: dlq_messages(selftest["AMQP_URI"], tag), timeout=10)
     assert "unknown version 99" in found[0][1]["x-kezek-reason"]
-    # the undecodable one is dead-lettered by RabbitMQ, which names the queue it came from
+    # the undecodable one is dead-lettered too, naming the queue it came from and why
     broken = wait_for(lambda: dlq_messages(selftest["AMQP_URI"], "{not json"), timeout=10)
-    assert broken[0][1]["x-death"][0]["queue"] == (
+    assert broken[0][1]["x-kezek-queue"] == (
         "evt-selftest_producer-thing_happened--selftest_consumer.on_thing")
+    assert broken[0][1]["x-kezek-reason"].startswith("undecodable message")
 
 
 def test_ledger_rows_cannot_be_changed_and_chain_verifies(selftest, db_engine):
