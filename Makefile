@@ -82,21 +82,18 @@ test: bootstrap-test
 	fi; \
 	exit $$rc
 
+# every tests/bench/*.py script (floors first), then one table of figures against their floors;
+# BENCH_ARGS="--only floors queue_lookup" or "--skip growth" chooses (see tests/bench/README.md)
 bench: bootstrap
-	@shopt -s nullglob; files=(tests/bench/*.py); rc=0; \
-	if [ $${#files[@]} -eq 0 ]; then echo "make bench: no tests/bench/*.py yet"; fi; \
-	for f in "$${files[@]}"; do \
-	    echo "== $$f"; \
-	    PYTHONPATH=. $(PY) "$$f" || { echo "make bench: $$f failed" >&2; rc=1; }; \
-	done; \
-	exit $$rc
+	@mkdir -p var
+	PYTHONPATH=. $(PY) tests/bench/run_all.py --json var/bench.json $(BENCH_ARGS)
 
+# The long fault test: a 90 s storm, RabbitMQ and PostgreSQL restarted once each (they are
+# shared by everything on this machine). `make test` runs a 20 s version that only kills service
+# processes. KEZEK_CHAOS_SECONDS / KEZEK_CHAOS_KILL_EVERY / KEZEK_CHAOS_INFRA=0 override.
 chaos: bootstrap
-	@if [ -d tests/chaos ]; then \
-	    $(PY) -m pytest -q -p no:cacheprovider tests/chaos; \
-	else \
-	    echo "make chaos: no tests/chaos yet"; \
-	fi
+	@KEZEK_CHAOS_SECONDS=$${KEZEK_CHAOS_SECONDS:-90} KEZEK_CHAOS_INFRA=$${KEZEK_CHAOS_INFRA:-1} \
+	    $(PY) -m pytest -q -s -p no:cacheprovider tests/chaos
 
 lint:
 	@if [ -x $(VENV)/bin/ruff ]; then $(VENV)/bin/ruff check .; \

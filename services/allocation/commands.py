@@ -595,3 +595,80 @@ def _close(db: DatabaseAccess, rules: Rules, number: Any, status: str, reason: s
                                             request_id=request_id))
     return snapshot
 
+
+
+# -- snapshot export: kezek registry reconcile -----------------------------------------------------
+
+from services.common.errors import BadInput  # noqa: E402  (only the exports need it)
+
+EXPORT_MAX = 5000
+
+
+def _export_limit(limit: Any) -> int:
+    if isinstance(limit, bool):
+        raise BadInput("limit must be a number", field="limit")
+    try:
+        size = int(limit)
+    except (TypeError, ValueError):
+        raise BadInput("limit must be a number", field="limit") from None
+    if not 1 <= size <= EXPORT_MAX:
+        raise BadInput(f"limit must be between 1 and {EXPORT_MAX}", field="limit")
+    return size
+
+
+def _export_keys(keys: Any, field: str, parse: Callable[[Any], str]) -> list[str] | None:
+    if keys is None:
+        return None
+    if not isinstance(keys, list) or len(keys) > EXPORT_MAX:
+        raise BadInput(f"{field} must be a list of at most {EXPORT_MAX}", field=field)
+    return [parse(k) for k in keys]
+
+
+def _page(items: list[dict[str, Any]], key: str, size: int, by_keys: bool) -> dict[str, Any]:
+    last = not by_keys and len(items) == size
+    return {"items": items, "next": items[-1][key] if last else None}
+
+
+def export_places(db: DatabaseAccess, after_place_id: Any = None, limit: Any = 1000,
+                  place_ids: Any = None) -> dict[str, Any]:
+    """A page of place snapshots (the ``place_changed`` data at their current revision) in
+    place-id order after ``after_place_id``, or exactly the places in ``place_ids``:
+    ``{"items": [...], "next": place_id | None}`` (None on the last page)."""
+    size = _export_limit(limit)
+    after = None if after_place_id in (None, "") else domain.parse_place_id(after_place_id)
+    ids = _export_keys(place_ids, "place_ids", domain.parse_place_id)
+    with db.read() as tx:
+        rows = storage.export_places(tx, after, EXPORT_MAX if ids is not None else size, ids)
+    return _page([domain.place_snapshot(r) for r in rows], "place_id", size, ids is not None)
+
+
+def export_directions(db: DatabaseAccess, after_number: Any = None, limit: Any = 1000,
+                      numbers: Any = None) -> dict[str, Any]:
+    """A page of direction snapshots (the ``direction_changed`` data at their current
+    revision) in number order after ``after_number``, or exactly the directions in
+    ``numbers``: ``{"items": [...], "next": number | None}``."""
+    size = _export_limit(limit)
+    after = None if after_number in (None, "") else domain.parse_text(
+        after_number, "after_number", 32)
+    nums = _export_keys(numbers, "numbers",
+                        lambda n: domain.parse_text(n, "numbers", 32))
+    with db.read() as tx:
+        rows = storage.export_directions(tx, after, EXPORT_MAX if nums is not None else size,
+                                         nums)
+    return _page([domain.direction_snapshot(r) for r in rows], "number", size,
+                 nums is not None)
+
+
+def export_releases(db: DatabaseAccess, after_seq: Any = 0, limit: Any = 1000,
+                    place_ids: Any = None) -> dict[str, Any]:
+    """The release history: every ``place_released`` event as the journal recorded it (the
+    event data plus ``release_kind`` and the journal ``seq``), in journal order after
+    ``after_seq``, or every release of the places in ``place_ids``:
+    ``{"items": [...], "next": seq | None}``."""
+    size = _export_limit(limit)
+    after = 0 if after_seq in (None, "", 0) else domain.parse_id(after_seq, "after_seq")
+    ids = _export_keys(place_ids, "place_ids", domain.parse_place_id)
+    with db.read() as tx:
+        rows = storage.export_releases(tx, after, EXPORT_MAX if ids is not None else size, ids)
+    items = [{**r["data"], "seq": int(r["seq"])} for r in rows]
+    return _page(items, "seq", size, ids is not None)

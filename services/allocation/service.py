@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import RpcProxy
 from nameko.timer import Timer
 
 from services.allocation import commands, storage
@@ -18,8 +18,10 @@ from services.allocation.domain import Rules
 from services.common import contracts
 from services.common.config import settings
 from services.common.db import Database
+from services.common.errors import UpstreamTimeout
 from services.common.events import reliable_handler
 from services.common.metrics import Metrics
+from services.common.rpc import rpc
 from services.common.timers import run_exclusively
 
 
@@ -66,11 +68,15 @@ class AllocationService:
         return rules_for(self.config)
 
     def remote(self, method) -> Callable[..., Any]:
-        """An RPC method that gives up after RPC_TIMEOUT_SECONDS instead of waiting forever."""
+        """An RPC method that gives up after RPC_TIMEOUT_SECONDS instead of waiting forever,
+        with UpstreamTimeout (an Exception: eventlet's own Timeout is a BaseException, which
+        nameko's worker does not catch, so the message or call would never be answered)."""
         timeout = float(settings(self.config).get("RPC_TIMEOUT_SECONDS", 10))
+        name = f"{getattr(method, 'service_name', '?')}.{getattr(method, 'method_name', '?')}"
 
         def call(*args, **kwargs):
-            with eventlet.Timeout(timeout):
+            error = UpstreamTimeout(f"{name} did not answer within {timeout:g}s")
+            with eventlet.Timeout(timeout, error):
                 return method(*args, **kwargs)
 
         return call
@@ -120,6 +126,26 @@ class AllocationService:
     def get_direction(self, direction_number):
         """``get_direction("D000000042")`` -> the direction (api.md shape)."""
         return commands.get_direction(self.db, direction_number)
+
+    @rpc
+    def export_places(self, after_place_id=None, limit=1000, place_ids=None):
+        """Place snapshots for ``kezek registry reconcile``, in place-id order:
+        ``{"items": [place_changed data...], "next": "5f0c..."}`` (None on the last page);
+        with ``place_ids``, exactly those places."""
+        return commands.export_places(self.db, after_place_id, limit, place_ids)
+
+    @rpc
+    def export_directions(self, after_number=None, limit=1000, numbers=None):
+        """Direction snapshots for ``kezek registry reconcile``, in number order:
+        ``{"items": [direction_changed data...], "next": "D000001000"}``."""
+        return commands.export_directions(self.db, after_number, limit, numbers)
+
+    @rpc
+    def export_releases(self, after_seq=0, limit=1000, place_ids=None):
+        """The release history for ``kezek registry reconcile``: every place_released event's
+        data as the journal keeps it, plus ``release_kind`` and ``seq``, in journal order:
+        ``{"items": [...], "next": 1234}``; with ``place_ids``, every release of those places."""
+        return commands.export_releases(self.db, after_seq, limit, place_ids)
 
     # -- events --------------------------------------------------------------------------------
     @reliable_handler("allocation", "place_released")

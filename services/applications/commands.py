@@ -7,6 +7,7 @@ name) comes in as a callable, so callers without a broker can pass their own.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -17,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from services.applications import domain, feed_texts, storage
 from services.common import contracts
 from services.common.db import DatabaseAccess
-from services.common.errors import BadInput, Conflict, NotFound
+from services.common.errors import (BadInput, Conflict, DomainError, Forbidden, NotFound,
+                                    RuleRefused)
 
 log = logging.getLogger(__name__)
 
@@ -359,3 +361,315 @@ def apply_direction(db: DatabaseAccess, handler: str, event_id: str, data: dict[
                 _change_status(tx, row, "provided", event_id, "allocation", tz,
                                {"direction_number": str(data["number"])})
         return "applied"
+
+
+# -- bulk paths: the demo loader and imports ------------------------------------------------------
+#
+# Each request goes through exactly the checks of file_application (domain.check_actor,
+# domain.validate_new_application, domain.applicant_id_for, the caller's preference check, one
+# active application per child and queue type) and each stored application gets the same rows:
+# applicant, child, application, preferences, benefit claim, journal row, application_filed
+# event and feed entry. Only the round trips differ: one multi-row statement per table per batch
+# of ``batch`` applications, one transaction per batch. A request a rule refuses is reported in
+# ``refused`` with the error's code, field and message and stored nowhere; the others go on.
+
+BULK_BATCH = 1000
+IMPORT_ROLES = ("system", "operator")
+IMPORT_KIND = "application_imported"
+
+
+def _refusal(index: int, ref: Any, exc: DomainError) -> dict[str, Any]:
+    return {"index": index, "ref": ref, **exc.as_dict()}
+
+
+def _prepare(tx_today, tiers: dict[str, str], data: Any, actor: dict[str, Any],
+             check_preferences: CheckPreferences | None, max_preferred: int):
+    """Validate one request as file_application does; returns (cmd, applicant_id)."""
+    actor = domain.check_actor(actor)
+    cmd = domain.validate_new_application(data, today=tx_today, categories=tiers,
+                                          max_preferred=max_preferred)
+    applicant_id = domain.applicant_id_for(actor, cmd.applicant_phone)
+    if check_preferences is not None:
+        check_preferences(list(cmd.preferred_organizations), cmd.birth_year, cmd.language,
+                          cmd.queue_type)
+    return cmd, applicant_id
+
+
+def file_applications_bulk(db: DatabaseAccess, requests: list[Any],
+                           actor_for: Callable[[Any], dict[str, Any]], *,
+                           check_preferences: CheckPreferences | None,
+                           batch: int = BULK_BATCH, max_preferred: int = 3,
+                           tz: str = DEFAULT_TZ) -> dict[str, Any]:
+    """File many applications as file_application would, each filed now (database clock).
+
+    ``actor_for(request)`` gives the actor filing each request. Returns ``{"filed": [result,
+    ...], "events": [application_filed data, ...], "refused": [{"index", "ref", "code",
+    "field", "message"}, ...]}``; a result is file_application's, with ``index`` added.
+    """
+    items = []
+    for index, data in enumerate(requests):
+        try:
+            actor = actor_for(data)
+        except DomainError as exc:
+            items.append({"index": index, "ref": None, "error": exc})
+            continue
+        items.append({"index": index, "ref": None, "data": data, "actor": actor})
+    return _bulk(db, items, check_preferences=check_preferences, batch=batch,
+                 max_preferred=max_preferred, tz=tz, source=None)
+
+
+def import_applications_bulk(db: DatabaseAccess, records: list[Any], actor: dict[str, Any], *,
+                             source: str, check_preferences: CheckPreferences | None,
+                             batch: int = BULK_BATCH, max_preferred: int = 3,
+                             tz: str = DEFAULT_TZ) -> dict[str, Any]:
+    """Import applications from the portal that kept the queue before, keeping their order.
+
+    ``records`` are ``{"ref": "<id in the source system>", "filed_at": "<ISO time with offset
+    recorded by the source system>", "application": <api.md New application>}``. Each
+    application is checked exactly as a filing; in addition the moment must have an offset,
+    lie after the child's birth and not after now, and ``(source, ref)`` makes the import
+    idempotent: a record imported before is reported in ``skipped``, not stored twice.
+
+    The application keeps the source's moment in ``filed_at`` (the queue orders by it) and is
+    marked imported: ``imported_at`` is the database clock of the import, set by the database,
+    and the journal row is ``application_imported`` at the database clock (nothing in the
+    ledger is back-dated). Only the system or an operator imports (the CLI and the demo
+    loader); no RPC method or HTTP route leads here, and file_application keeps refusing a
+    client-sent ``filed_at``. Numbers are given in the order of the records: pass them sorted
+    by ``filed_at`` so that number order stays filing order.
+
+    Returns ``{"filed": [...], "events": [...], "refused": [...], "skipped": [{"index",
+    "ref", "application_number"}]}`` (see file_applications_bulk).
+    """
+    actor = domain.check_actor(actor)
+    if actor["role"] not in IMPORT_ROLES:
+        raise Forbidden("only the system or an operator imports applications", field="actor")
+    if not isinstance(source, str) or not source.strip() or len(source) > 100:
+        raise BadInput("the import source must be a name of at most 100 characters",
+                       field="source")
+    items = []
+    for index, record in enumerate(records):
+        ref = record.get("ref") if isinstance(record, dict) else None
+        try:
+            if not isinstance(record, dict):
+                raise BadInput("an import record must be an object", field="record")
+            unknown = set(record) - {"ref", "filed_at", "application"}
+            if unknown:
+                raise BadInput(f"unknown field {sorted(unknown)[0]!r}",
+                               field=sorted(unknown)[0], code="UNKNOWN_FIELD")
+            if not isinstance(ref, str) or not ref.strip() or len(ref) > 200:
+                raise BadInput("ref must be the source system's id (at most 200 characters)",
+                               field="ref")
+            moment = _source_moment(record.get("filed_at"))
+        except DomainError as exc:
+            items.append({"index": index, "ref": ref, "error": exc})
+            continue
+        items.append({"index": index, "ref": ref, "data": record.get("application"),
+                      "actor": actor, "moment": moment})
+    return _bulk(db, items, check_preferences=check_preferences, batch=batch,
+                 max_preferred=max_preferred, tz=tz, source=source.strip())
+
+
+def _source_moment(value: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise BadInput("filed_at must be an ISO 8601 time with offset", field="filed_at")
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput("filed_at must be an ISO 8601 time with offset",
+                       field="filed_at") from None
+    if moment.tzinfo is None:
+        raise BadInput("filed_at needs a UTC offset", field="filed_at")
+    return moment
+
+
+def _bulk(db: DatabaseAccess, items: list[dict[str, Any]], *,
+          check_preferences: CheckPreferences | None, batch: int, max_preferred: int, tz: str,
+          source: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"filed": [], "events": [], "refused": [], "skipped": []}
+    with db.read() as tx:
+        today = storage.local_today(tx, tz)
+        now = tx.now()
+        tiers = {c["code"]: c["tier"] for c in storage.benefit_categories(tx)}
+    for start in range(0, len(items), max(1, batch)):
+        ready = []
+        for item in items[start:start + batch]:
+            if "error" in item:
+                out["refused"].append(_refusal(item["index"], item["ref"], item["error"]))
+                continue
+            try:
+                cmd, applicant_id = _prepare(today, tiers, item["data"], item["actor"],
+                                             check_preferences, max_preferred)
+                if source is not None:
+                    _check_source_moment(item["moment"], cmd, now, tz)
+            except DomainError as exc:
+                out["refused"].append(_refusal(item["index"], item["ref"], exc))
+                continue
+            ready.append({**item, "cmd": cmd, "applicant_id": applicant_id})
+        if ready:
+            _store_batch(db, ready, source, tiers, tz, out)
+    out["refused"].sort(key=lambda r: r["index"])
+    return out
+
+
+def _check_source_moment(moment: dt.datetime, cmd: domain.NewApplication, now: dt.datetime,
+                         tz: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    if moment > now:
+        raise RuleRefused("an imported filing moment cannot be in the future", field="filed_at",
+                          code="FILED_AT_IN_FUTURE")
+    if moment.astimezone(ZoneInfo(tz)).date() < cmd.child_birth_date:
+        raise RuleRefused("an application cannot be filed before the child was born",
+                          field="filed_at", code="FILED_BEFORE_BIRTH")
+
+
+def _store_batch(db: DatabaseAccess, ready: list[dict[str, Any]], source: str | None,
+                 tiers: dict[str, str], tz: str, out: dict[str, Any]) -> None:
+    from services.common.bulk import journal_many, publish_many
+
+    with db.transaction() as tx:
+        storage.lock_writes(tx)  # the same lock order as every other writer
+        active = storage.active_applications_bulk(
+            tx, sorted({(r["cmd"].child_iin, r["cmd"].queue_type) for r in ready}))
+        done = storage.imported_refs(tx, source, [r["ref"] for r in ready]) if source else {}
+        rows = []
+        for r in ready:
+            cmd = r["cmd"]
+            if source is not None and r["ref"] in done:
+                out["skipped"].append({"index": r["index"], "ref": r["ref"],
+                                       "application_number": done[r["ref"]]})
+                continue
+            key = (cmd.child_iin, cmd.queue_type)
+            if key in active:
+                out["refused"].append(_refusal(r["index"], r["ref"], _duplicate(active[key])))
+                continue
+            active[key] = "(earlier in this batch)"
+            if source is not None:
+                done[r["ref"]] = "(earlier in this batch)"
+            rows.append(r)
+        if not rows:
+            return
+        numbers = storage.next_numbers(tx, len(rows))
+        for r, (number, clock) in zip(rows, numbers):
+            r["number"] = number
+            r["filed_at"] = clock if source is None else r["moment"]
+            r["import_source"] = source
+            r["import_ref"] = r["ref"] if source is not None else None
+        storage.upsert_applicants_bulk(tx, [
+            (r["applicant_id"], r["cmd"].applicant_iin, r["cmd"].applicant_name,
+             r["cmd"].applicant_phone) for r in rows])
+        storage.upsert_children_bulk(tx, [
+            (r["cmd"].child_iin, r["cmd"].child_name, r["cmd"].child_birth_date) for r in rows])
+        storage.insert_applications_bulk(tx, rows)
+        imported_at = (storage.imported_at_of(tx, [r["number"] for r in rows])
+                       if source is not None else {})
+        journal, events, feed = [], [], []
+        for r in rows:
+            cmd, number = r["cmd"], r["number"]
+            tier = tiers.get(cmd.benefit_category) if cmd.benefit_category else None
+            event = storage.event_data_of(number, r["applicant_id"], cmd, r["filed_at"], tier)
+            entry = {**event, "benefit_document": cmd.benefit_document,
+                     "child_iin": cmd.child_iin, "applicant_iin": cmd.applicant_iin,
+                     "applicant_phone": cmd.applicant_phone, "filed_by": r["actor"]["id"]}
+            if source is None:
+                journal.append((storage.stream(number), "application_filed", entry))
+            else:
+                journal.append((storage.stream(number), IMPORT_KIND, {
+                    **entry, "imported": True, "import_source": source,
+                    "import_ref": r["ref"], "imported_at": storage.iso(imported_at[number])}))
+            events.append(contracts.envelope(SOURCE, "application_filed", event,
+                                             r["actor"].get("request_id")))
+            feed.append((r["applicant_id"], number, "filed", feed_texts.render(
+                "filed", tz, number=number, queue_name=cmd.queue_name)))
+            out["events"].append(event)
+            out["filed"].append({"index": r["index"], "ref": r["ref"],
+                                 "application_number": number, "queue_name": cmd.queue_name,
+                                 "queue_number": None, "filed_at": event["filed_at"],
+                                 "status": "queued"})
+        journal_many(tx, journal)
+        publish_many(tx, events)
+        storage.add_feed_bulk(tx, feed)
+        if source is not None:
+            # one audit record per imported batch; each application has its journal row
+            tx.audit({"actor": rows[0]["actor"]["id"], "role": rows[0]["actor"]["role"],
+                      "action": "import_applications",
+                      "target": f"applications:{rows[0]['number']}..{rows[-1]['number']}",
+                      "outcome": f"ok: {len(rows)} imported from {source}",
+                      "request_id": rows[0]["actor"].get("request_id"), "service": SOURCE})
+
+
+def verify_benefits_bulk(db: DatabaseAccess, decisions: list[Any], actor: dict[str, Any],
+                         batch: int = BULK_BATCH, tz: str = DEFAULT_TZ) -> dict[str, Any]:
+    """verify_benefit for many ``{"application_number", "approved", "note"}`` decisions.
+
+    The same checks and rows per application as verify_benefit (claim, journal row,
+    ``benefit_verified`` event, feed entry), in one transaction and a few statements per
+    batch. A decision a rule refuses is reported in ``refused`` and changes nothing. Returns
+    ``{"verified": [benefit_verified data, ...], "refused": [{"index", "application_number",
+    "code", "field", "message"}]}``.
+    """
+    from services.common.bulk import journal_many, publish_many
+
+    actor = domain.check_actor(actor)
+    out: dict[str, Any] = {"verified": [], "refused": []}
+    for start in range(0, len(decisions), max(1, batch)):
+        part = list(enumerate(decisions[start:start + batch], start=start))
+        with db.transaction() as tx:
+            storage.lock_writes(tx)
+            numbers = [d.get("application_number") for _, d in part if isinstance(d, dict)]
+            rows = storage.applications_for_update(
+                tx, [n for n in numbers if isinstance(n, str) and n])
+            accepted, seen = [], set()
+            for index, decision in part:
+                number = decision.get("application_number") if isinstance(decision, dict) \
+                    else None
+                try:
+                    if not isinstance(decision, dict):
+                        raise BadInput("a decision must be an object", field="decision")
+                    approved, note = decision.get("approved"), decision.get("note")
+                    if not isinstance(approved, bool):
+                        raise BadInput("approved must be true or false", field="approved")
+                    if note is not None and not isinstance(note, str):
+                        raise BadInput("note must be a string", field="note")
+                    note = " ".join(note.split())[:1000] if note else None
+                    if not isinstance(number, str) or not number:
+                        raise BadInput("an application number is required",
+                                       field="application_number")
+                    row = rows.get(number)
+                    if row is None:
+                        raise NotFound(f"no application {number}", field="application_number",
+                                       code="APPLICATION_NOT_FOUND")
+                    # a second decision on one claim in a batch finds it decided, as one by one
+                    domain.check_can_verify(actor, row["status"],
+                                            "approved" if number in seen
+                                            else row["benefit_status"])
+                except DomainError as exc:
+                    out["refused"].append({"index": index, "application_number": number,
+                                           **exc.as_dict()})
+                    continue
+                seen.add(number)
+                accepted.append({"number": number, "approved": approved, "note": note,
+                                 "tier": row["category_tier"] if approved else None,
+                                 "row": row})
+            at = storage.verify_claims_bulk(tx, accepted, actor["id"])
+            journal, events, feed = [], [], []
+            for d in accepted:
+                number, row = d["number"], d["row"]
+                data = {"application_number": number, "approved": d["approved"],
+                        "tier": d["tier"], "category": row["benefit_category"],
+                        "note": d["note"]}
+                journal.append((storage.stream(number), "benefit_verified",
+                                {**data, "verified_at": storage.iso(at[number]),
+                                 "by": actor["id"]}))
+                events.append(contracts.envelope(SOURCE, "benefit_verified", data,
+                                                 actor.get("request_id")))
+                kind = "benefit_verified" if d["approved"] else "benefit_refused"
+                feed.append((row["applicant_id"], number, kind, feed_texts.render(
+                    kind, tz, number=number, category_kk=row["category_kk"],
+                    category_ru=row["category_ru"], note=d["note"])))
+                out["verified"].append(data)
+            journal_many(tx, journal)
+            publish_many(tx, events)
+            storage.add_feed_bulk(tx, feed)
+    return out

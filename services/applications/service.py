@@ -12,14 +12,17 @@ from typing import Any
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.rpc import RpcProxy, rpc
+from nameko.exceptions import deserialize_to_instance
+from nameko.rpc import RpcProxy
 
 from services.applications import commands
 from services.common import contracts
 from services.common.config import settings
 from services.common.db import Database
+from services.common.errors import UpstreamTimeout
 from services.common.events import reliable_handler
 from services.common.metrics import Metrics
+from services.common.rpc import rpc
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,10 @@ NAME_LOOKUP_TIMEOUT_SECONDS = 2.0
 QUEUE_LOOKUP_TIMEOUT_SECONDS = 3.0
 
 
-class CallTimedOut(Exception):
-    """Another service did not answer an RPC call within RPC_TIMEOUT_SECONDS."""
+@deserialize_to_instance
+class CallTimedOut(UpstreamTimeout):
+    """Another service did not answer an RPC call within RPC_TIMEOUT_SECONDS (504 at the
+    gateway, UPSTREAM_TIMEOUT)."""
 
 
 class ApplicationsService:
@@ -57,7 +62,10 @@ class ApplicationsService:
 
     def _call(self, method, *args, timeout: float | None = None):
         """An RPC call that gives up after RPC_TIMEOUT_SECONDS (raises CallTimedOut)."""
-        with eventlet.Timeout(timeout or self._rpc_timeout, CallTimedOut(method.method_name)):
+        timeout = timeout or self._rpc_timeout
+        error = CallTimedOut(f"{method.service_name}.{method.method_name} did not answer "
+                             f"within {timeout:g}s")
+        with eventlet.Timeout(timeout, error):
             return method(*args)
 
     def _check_preferences(self, organization_ids: list[int], birth_year: int, language: str,

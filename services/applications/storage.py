@@ -176,7 +176,7 @@ _VIEW = f"""
 SELECT a.number, a.applicant_id, a.child_iin, a.queue_type, a.language, a.district,
        a.birth_year, a.queue_name, a.desired_start, a.current_organization_id,
        a.current_group_id, a.filed_at, a.status, a.status_changed_at, a.entry_revision,
-       a.stop_list, a.withdrawn_at,
+       a.stop_list, a.withdrawn_at, a.imported_at, a.import_source, a.import_ref,
        ap.iin AS applicant_iin, ap.full_name AS applicant_name, ap.phone AS applicant_phone,
        c.full_name AS child_name, c.birth_date AS child_birth_date,
        b.category AS benefit_category, b.document AS benefit_document,
@@ -259,6 +259,10 @@ def application_dict(row) -> dict[str, Any]:
         "direction": direction,
         "status_changed_at": iso(row["status_changed_at"]),
         "withdrawn_at": iso(row["withdrawn_at"]),
+        # imported from the previous portal: filed_at is that system's moment, kept as data
+        "imported": row["imported_at"] is not None,
+        "imported_at": iso(row["imported_at"]),
+        "import_source": row["import_source"],
     }
 
 
@@ -382,3 +386,226 @@ def feed_page(tx, applicant_id: str, page: int, page_size: int) -> dict[str, Any
     items = [{"at": iso(r.at), "kind": r.kind, "application_number": r.application_number,
               "text": {"kk": r.text_kk, "ru": r.text_ru}} for r in rows]
     return {"items": items, "total": int(total), "page": page, "page_size": page_size}
+
+
+# -- bulk paths (many applications per statement; see commands.file_applications_bulk) -----------
+# Rows travel as one JSON array read with jsonb_to_recordset (services.common.bulk.rows_json).
+
+def _recordset(columns: str) -> str:
+    return (f"ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS ({columns})) "
+            "WITH ORDINALITY")
+
+
+def active_applications_bulk(tx, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(child IIN, queue type) -> the active application number, for many children at once."""
+    from services.common.bulk import rows_json
+
+    if not keys:
+        return {}
+    rows = tx.execute(
+        f"""SELECT a.child_iin, a.queue_type, min(a.number) AS number
+            FROM {_recordset("c text, q text")} AS k(c, q, i)
+            JOIN {S}.applications a ON a.child_iin = k.c AND a.queue_type = k.q
+            WHERE a.status NOT IN ('withdrawn', 'provided')
+            GROUP BY a.child_iin, a.queue_type""",
+        {"rows": rows_json({"c": c, "q": q} for c, q in keys)},
+    ).all()
+    return {(r.child_iin, r.queue_type): r.number for r in rows}
+
+
+def imported_refs(tx, source: str, refs: list[str]) -> dict[str, str]:
+    """ref -> application number of the ones already imported from ``source``."""
+    if not refs:
+        return {}
+    rows = tx.execute(
+        f"SELECT import_ref, number FROM {S}.applications WHERE import_source = :s "
+        "AND import_ref IN (SELECT jsonb_array_elements_text(CAST(:r AS jsonb)))",
+        {"s": source, "r": json.dumps(refs)},
+    ).all()
+    return {r.import_ref: r.number for r in rows}
+
+
+def next_numbers(tx, count: int) -> list[tuple[str, dt.datetime]]:
+    """``count`` new application numbers with the database clock at each, in order."""
+    rows = tx.execute(
+        f"SELECT nextval('{S}.application_number_seq') AS n, clock_timestamp() AS at "
+        "FROM generate_series(1, :c)",
+        {"c": count},
+    ).all()
+    return [(f"A{r.n:09d}", r.at) for r in sorted(rows, key=lambda r: r.n)]
+
+
+def upsert_applicants_bulk(tx, rows: list[tuple[str, str, str, str]]) -> None:
+    """(id, iin, full_name, phone); the last row of an id wins, as filings one by one would."""
+    from services.common.bulk import rows_json
+
+    last = {r[0]: r for r in rows}
+    if not last:
+        return
+    tx.execute(
+        f"""INSERT INTO {S}.applicants (id, iin, full_name, phone)
+            SELECT r.id, r.iin, r.n, r.p FROM {_recordset("id text, iin text, n text, p text")}
+                AS r(id, iin, n, p, i) ORDER BY r.i
+            ON CONFLICT (id) DO UPDATE SET iin = EXCLUDED.iin, full_name = EXCLUDED.full_name,
+                phone = EXCLUDED.phone, updated_at = clock_timestamp()""",
+        {"rows": rows_json({"id": a, "iin": b, "n": c, "p": d} for a, b, c, d in last.values())},
+    )
+
+
+def upsert_children_bulk(tx, rows: list[tuple[str, str, dt.date]]) -> None:
+    """(iin, full_name, birth_date); like upsert_child, the name follows the latest filing."""
+    from services.common.bulk import rows_json
+
+    last = {r[0]: r for r in rows}
+    if not last:
+        return
+    tx.execute(
+        f"""INSERT INTO {S}.children (iin, full_name, birth_date)
+            SELECT r.iin, r.n, r.b FROM {_recordset("iin text, n text, b date")}
+                AS r(iin, n, b, i) ORDER BY r.i
+            ON CONFLICT (iin) DO UPDATE SET full_name = EXCLUDED.full_name,
+                updated_at = clock_timestamp()""",
+        {"rows": rows_json({"iin": a, "n": b, "b": c} for a, b, c in last.values())},
+    )
+
+
+def insert_applications_bulk(tx, rows: list[dict[str, Any]]) -> None:
+    """Applications with their preferences and benefit claims; each row is
+    ``{"number", "applicant_id", "cmd": NewApplication, "filed_at", "import_source",
+    "import_ref"}`` (the import fields None for a filing made here)."""
+    from services.common.bulk import rows_json
+
+    if not rows:
+        return
+    apps, prefs, claims = [], [], []
+    for r in rows:
+        cmd: NewApplication = r["cmd"]
+        apps.append({
+            "number": r["number"], "applicant_id": r["applicant_id"],
+            "child_iin": cmd.child_iin, "queue_type": cmd.queue_type,
+            "language": cmd.language, "district": cmd.district, "birth_year": cmd.birth_year,
+            "queue_name": cmd.queue_name, "desired_start": cmd.desired_start,
+            "cur_org": cmd.current_organization_id, "cur_group": cmd.current_group_id,
+            "filed_at": r["filed_at"], "source": r.get("import_source"),
+            "ref": r.get("import_ref")})
+        for position, org in enumerate(cmd.preferred_organizations, start=1):
+            prefs.append({"n": r["number"], "p": position, "o": org})
+        if cmd.benefit_category is not None:
+            claims.append({"n": r["number"], "c": cmd.benefit_category,
+                           "d": cmd.benefit_document})
+    columns = ("number text, applicant_id text, child_iin text, queue_type text, "
+               "language text, district text, birth_year int, queue_name text, "
+               "desired_start date, cur_org int, cur_group int, filed_at timestamptz, "
+               "source text, ref text")
+    tx.execute(
+        f"""INSERT INTO {S}.applications
+              (number, applicant_id, child_iin, queue_type, language, district, birth_year,
+               queue_name, desired_start, current_organization_id, current_group_id, filed_at,
+               status, status_changed_at, import_source, import_ref)
+            SELECT r.number, r.applicant_id, r.child_iin, r.queue_type, r.language, r.district,
+                   r.birth_year, r.queue_name, r.desired_start, r.cur_org, r.cur_group,
+                   r.filed_at, 'queued', r.filed_at, r.source, r.ref
+            FROM {_recordset(columns)} AS r(number, applicant_id, child_iin, queue_type,
+                language, district, birth_year, queue_name, desired_start, cur_org, cur_group,
+                filed_at, source, ref, i)
+            ORDER BY r.i""",
+        {"rows": rows_json(apps)},
+    )
+    if prefs:
+        tx.execute(
+            f"INSERT INTO {S}.preferences (application_number, position, organization_id) "
+            f"SELECT r.n, r.p, r.o FROM {_recordset('n text, p smallint, o int')} "
+            "AS r(n, p, o, i)",
+            {"rows": rows_json(prefs)},
+        )
+    if claims:
+        tx.execute(
+            f"INSERT INTO {S}.benefit_claims (application_number, category, document) "
+            f"SELECT r.n, r.c, r.d FROM {_recordset('n text, c text, d text')} "
+            "AS r(n, c, d, i)",
+            {"rows": rows_json(claims)},
+        )
+
+
+def imported_at_of(tx, numbers: list[str]) -> dict[str, dt.datetime]:
+    """The import moments the database stamped on these applications."""
+    rows = tx.execute(
+        f"SELECT number, imported_at FROM {S}.applications "
+        "WHERE number IN (SELECT jsonb_array_elements_text(CAST(:n AS jsonb)))",
+        {"n": json.dumps(numbers)},
+    ).all()
+    return {r.number: r.imported_at for r in rows}
+
+
+def add_feed_bulk(tx, rows: list[tuple[str, str, str, dict[str, str]]]) -> None:
+    """(applicant_id, number, kind, texts) feed entries, in this order."""
+    from services.common.bulk import rows_json
+
+    if not rows:
+        return
+    tx.execute(
+        f"INSERT INTO {S}.feed (applicant_id, application_number, kind, text_kk, text_ru) "
+        f"SELECT r.a, r.n, r.k, r.kk, r.ru FROM "
+        f"{_recordset('a text, n text, k text, kk text, ru text')} "
+        "AS r(a, n, k, kk, ru, i) ORDER BY r.i",
+        {"rows": rows_json({"a": a, "n": n, "k": k, "kk": t["kk"], "ru": t["ru"]}
+                           for a, n, k, t in rows)},
+    )
+
+
+def applications_for_update(tx, numbers: list[str]) -> dict[str, Any]:
+    """get_application(for_update=True) for many numbers: number -> row (locked), taken in
+    number order like one-by-one reads."""
+    rows = tx.execute(
+        _VIEW + " WHERE a.number IN (SELECT jsonb_array_elements_text(CAST(:n AS jsonb))) "
+        "ORDER BY a.number FOR UPDATE OF a",
+        {"n": json.dumps(sorted(set(numbers)))},
+    ).mappings().all()
+    return {r["number"]: r for r in rows}
+
+
+def verify_claims_bulk(tx, decisions: list[dict[str, Any]], officer_id: str
+                       ) -> dict[str, dt.datetime]:
+    """verify_claim for many ``{"number", "approved", "tier", "note"}``: number ->
+    verified_at (each claim its own database time)."""
+    from services.common.bulk import rows_json
+
+    if not decisions:
+        return {}
+    rows = tx.execute(
+        f"""UPDATE {S}.benefit_claims b SET status = r.s, tier = r.t, note = r.note,
+                verified_by = :by, verified_at = clock_timestamp()
+            FROM {_recordset("n text, s text, t text, note text")} AS r(n, s, t, note, i)
+            WHERE b.application_number = r.n AND b.status = 'claimed'
+            RETURNING b.application_number, b.verified_at""",
+        {"rows": rows_json({"n": d["number"], "s": "approved" if d["approved"] else "refused",
+                            "t": d["tier"], "note": d["note"]} for d in decisions),
+         "by": officer_id},
+    ).all()
+    return {r.application_number: r.verified_at for r in rows}
+
+
+def event_data_of(number: str, applicant_id: str, cmd: NewApplication, filed_at: dt.datetime,
+                  tier: str | None) -> dict[str, Any]:
+    """What :func:`filed_event_data` returns for this application, built without reading it
+    back (the bulk paths; a test holds the two equal)."""
+    benefit = None
+    if cmd.benefit_category is not None:
+        benefit = {"category": cmd.benefit_category, "tier": tier, "verified": False}
+    return {
+        "application_number": number,
+        "applicant_id": applicant_id,
+        "applicant_name": cmd.applicant_name,
+        "child_name": cmd.child_name,
+        "child_birth_date": iso(cmd.child_birth_date),
+        "birth_year": cmd.birth_year,
+        "queue_type": cmd.queue_type,
+        "language": cmd.language,
+        "district": cmd.district,
+        "preferred_organizations": list(cmd.preferred_organizations),
+        "desired_start": iso(cmd.desired_start),
+        "filed_at": iso(filed_at),
+        "benefit": benefit,
+        "current_organization_id": cmd.current_organization_id,
+        "current_group_id": cmd.current_group_id,
+    }

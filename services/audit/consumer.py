@@ -38,7 +38,7 @@ from services.audit import commands, domain
 from services.common import metrics
 from services.common.amqp import AUDIT_QUEUE, CHECKPOINT_ROUTING_KEY, audit_queue, declare
 from services.common.config import settings
-from services.common.db import DatabaseAccess, get_engine
+from services.common.db import DatabaseAccess, engine_for
 from services.common.events import send_to_dlq
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class AuditConsumer(DependencyProvider):
         self.batch_size = int(s.get("AUDIT_BATCH_SIZE", self.batch_size))
         self.batch_seconds = float(s.get("AUDIT_BATCH_SECONDS", self.batch_seconds))
         self.prefetch = max(int(s.get("AUDIT_PREFETCH", self.prefetch)), self.batch_size)
-        self.db = DatabaseAccess(get_engine(config["DB_URL"]), "audit")
+        self.db = DatabaseAccess(engine_for(config), "audit")
         # before the outbox relay (started after every setup) publishes a checkpoint
         declare(self.amqp_uri, [audit_queue(), checkpoint_queue(config)])
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.audit import commands, domain
@@ -24,6 +23,7 @@ from services.common import metrics as prometheus
 from services.common.config import settings
 from services.common.db import Database
 from services.common.metrics import Metrics
+from services.common.rpc import rpc
 from services.common.timers import run_exclusively
 
 CHECKPOINT_SECONDS = 60

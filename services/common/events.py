@@ -24,6 +24,7 @@ import logging
 import time
 
 import eventlet
+from eventlet.semaphore import Semaphore
 from kombu import Queue
 from nameko.events import EventHandler, get_event_exchange
 from nameko.messaging import QueueConsumer
@@ -43,6 +44,7 @@ TRANSIENT_REMOTE_TYPES = {"OperationalError", "InterfaceError", "UpstreamTimeout
                           "RecoverableConnectionError", "TimeoutError"}
 
 _dlq_publishers: dict[str, ConfirmingPublisher] = {}
+_dlq_lock = Semaphore()
 # kezek_messages_consumed_total{outcome}: "duplicate" when the handler returns that string
 OUTCOMES = ("ok", "retried", "dead_lettered", "duplicate")
 
@@ -89,6 +91,13 @@ def handler_queue(source_service: str, event_type: str, service_name: str, metho
 
 
 def send_to_dlq(amqp_uri: str, body, queue_name: str, reason: str, headers: dict) -> None:
+    # one connection per broker, shared by every handler of the process: one publish at a time
+    # (two greenthreads reading its socket at once break it, and the reason would be lost)
+    with _dlq_lock:
+        _send_to_dlq(amqp_uri, body, queue_name, reason, headers)
+
+
+def _send_to_dlq(amqp_uri: str, body, queue_name: str, reason: str, headers: dict) -> None:
     publisher = _dlq_publishers.get(amqp_uri)
     if publisher is None:
         publisher = _dlq_publishers[amqp_uri] = ConfirmingPublisher(amqp_uri)

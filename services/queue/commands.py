@@ -283,10 +283,11 @@ def application_withdrawn(db: DatabaseAccess, data: dict[str, Any],
         return queue_row(_withdraw(tx, entry, request_id), None)
 
 
-def _verify_benefit(tx: Tx, entry: dict[str, Any], data: dict[str, Any],
-                    request_id: str | None) -> dict[str, Any]:
+def _benefit_change(entry: dict[str, Any], data: dict[str, Any]
+                    ) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    """(journal kind, changes, note) an officer's benefit decision makes; None: no change."""
     if entry["status"] == "withdrawn":
-        return entry
+        return None
     approved = bool(data.get("approved"))
     tier = data.get("tier") or entry["claimed_tier"]
     if approved and tier not in domain.TIER_RANK:
@@ -296,10 +297,19 @@ def _verify_benefit(tx: Tx, entry: dict[str, Any], data: dict[str, Any],
                "tier_rank": domain.tier_rank(claimed, approved),
                "benefit_category": data.get("category") or entry["benefit_category"]}
     if all(entry[k] == v for k, v in changes.items()):
-        return entry
+        return None
     kind = "benefit_granted" if approved else "benefit_refused"
-    return _change(tx, entry, kind, changes, request_id,
-                   {"benefit_category": changes["benefit_category"], "note": data.get("note")})
+    return kind, changes, {"benefit_category": changes["benefit_category"],
+                           "note": data.get("note")}
+
+
+def _verify_benefit(tx: Tx, entry: dict[str, Any], data: dict[str, Any],
+                    request_id: str | None) -> dict[str, Any]:
+    change = _benefit_change(entry, data)
+    if change is None:
+        return entry
+    kind, changes, note = change
+    return _change(tx, entry, kind, changes, request_id, note)
 
 
 def benefit_verified(db: DatabaseAccess, data: dict[str, Any],
@@ -566,3 +576,151 @@ def lookup(db: DatabaseAccess, application_number: Any) -> dict[str, Any]:
         if entry is None:
             raise NotFound(f"application {number} is not in the queue", "application_number")
         return queue_row(entry, storage.queue_number(tx, entry))
+
+
+# -- bulk paths: the demo loader and imports --------------------------------------------------------
+BULK_BATCH = 1000
+
+
+def enqueue_bulk(db: DatabaseAccess, entries: list[Any], batch: int = BULK_BATCH,
+                 request_id: str | None = None) -> dict[str, Any]:
+    """:func:`enqueue` for many applications: one transaction and a few statements per batch.
+
+    Every entry is checked by :func:`validate_entry` and gets what enqueue gives it: the entry
+    (revision 1), its candidate rows, the ``entered_queue`` journal row and the
+    ``queue_entry_changed`` event; events that came before the application (withdrawal,
+    benefit decision) are applied as enqueue applies them. Idempotent by application number,
+    like enqueue: a number already in the queue is counted in ``existing`` and left alone, so
+    the ``application_filed`` events of the same applications, handled later, change nothing.
+    Returns ``{"enqueued": n, "existing": n, "refused": [{"index", "application_number",
+    "code", "field", "message"}]}``.
+    """
+    from services.common.bulk import journal_many, publish_many
+
+    out: dict[str, Any] = {"enqueued": 0, "existing": 0, "refused": []}
+    rows = []
+    for index, entry in enumerate(entries):
+        try:
+            rows.append(validate_entry(entry))
+        except BadInput as exc:
+            number = entry.get("application_number") if isinstance(entry, dict) else None
+            out["refused"].append({"index": index, "application_number": number,
+                                   **exc.as_dict()})
+    for start in range(0, len(rows), max(1, batch)):
+        part = list({r["application_number"]: r for r in rows[start:start + batch]}.values())
+        with db.transaction() as tx:
+            storage.lock_applications(tx, [r["application_number"] for r in part])
+            created = storage.insert_entries_bulk(tx, part)
+            out["existing"] += len(part) - len(created)
+            out["enqueued"] += len(created)
+            if not created:
+                continue
+            storage.insert_candidates_bulk(tx, created)
+            snaps = [domain.snapshot(e) for e in created]
+            journal_many(tx, [(f"application:{s['application_number']}", "entered_queue", s)
+                              for s in snaps])
+            publish_many(tx, [contracts.envelope(SERVICE, "queue_entry_changed", s, request_id)
+                              for s in snaps])
+            early = storage.take_early_events_bulk(
+                tx, [e["application_number"] for e in created])
+            for entry in created:
+                current = entry
+                for event in early.get(entry["application_number"], []):
+                    if event["event_type"] == "application_withdrawn":
+                        current = _withdraw(tx, current, request_id)
+                    elif event["event_type"] == "benefit_verified":
+                        current = _verify_benefit(tx, current, event["data"], request_id)
+    return out
+
+
+def benefits_verified_bulk(db: DatabaseAccess, decisions: list[dict[str, Any]],
+                           batch: int = BULK_BATCH, request_id: str | None = None
+                           ) -> dict[str, Any]:
+    """:func:`benefit_verified` for many ``benefit_verified`` event data, one transaction and
+    a few statements per batch: the same change per entry (revision + 1, candidate rows,
+    ``benefit_granted``/``benefit_refused`` journal row, ``queue_entry_changed`` event), or
+    none when nothing changes, so the events themselves, handled later, change nothing.
+    A decision for an application not yet in the queue is kept for it, as the handler keeps
+    it. Returns ``{"changed", "unchanged", "early", "refused": [...]}``."""
+    from services.common.bulk import journal_many, publish_many
+
+    out: dict[str, Any] = {"changed": 0, "unchanged": 0, "early": 0, "refused": []}
+    for start in range(0, len(decisions), max(1, batch)):
+        part = []
+        for index, data in enumerate(decisions[start:start + batch], start=start):
+            try:
+                part.append((_number(data.get("application_number")), data))
+            except BadInput as exc:
+                out["refused"].append({"index": index, **exc.as_dict()})
+        with db.transaction() as tx:
+            numbers = [n for n, _ in part]
+            storage.lock_applications(tx, numbers)
+            entries = storage.entries_for_update(tx, numbers)
+            planned: list[tuple[dict[str, Any], str, dict[str, Any], dict[str, Any]]] = []
+            repeated = {n for n in numbers if numbers.count(n) > 1} if len(set(numbers)) \
+                < len(numbers) else set()
+            for number, data in part:
+                entry = entries.get(number)
+                if entry is None:
+                    storage.save_early_event(tx, number, "benefit_verified", json.dumps(data))
+                    out["early"] += 1
+                    continue
+                if number in repeated:  # several decisions on one entry: one by one, in order
+                    before = storage.get_entry(tx, number, lock=True)
+                    after = _verify_benefit(tx, before, data, request_id)
+                    out["changed" if after is not before else "unchanged"] += 1
+                    continue
+                try:
+                    change = _benefit_change(entry, data)
+                except BadInput as exc:
+                    out["refused"].append({"application_number": number, **exc.as_dict()})
+                    continue
+                if change is None:
+                    out["unchanged"] += 1
+                    continue
+                planned.append((entry, *change))
+            new = storage.update_entries_bulk(tx, [(e["application_number"], c)
+                                                   for e, _, c, _ in planned])
+            storage.refresh_candidates_bulk(tx, [
+                new[e["application_number"]] for e, _, _, _ in planned
+                if "queued" in (e["status"], new[e["application_number"]]["status"])
+                or e["tier_rank"] != new[e["application_number"]]["tier_rank"]])
+            snaps = [(domain.snapshot(new[e["application_number"]]), kind, note)
+                     for e, kind, _, note in planned]
+            journal_many(tx, [(f"application:{snap['application_number']}", kind,
+                               {**snap, **note}) for snap, kind, note in snaps])
+            publish_many(tx, [contracts.envelope(SERVICE, "queue_entry_changed", snap,
+                                                 request_id) for snap, _, _ in snaps])
+            out["changed"] += len(planned)
+    return out
+
+
+# -- snapshot export: kezek registry reconcile ------------------------------------------------------
+EXPORT_MAX = 5000
+
+
+def export_entries(db: DatabaseAccess, after_application_number: Any = None, limit: Any = 1000,
+                   application_numbers: Any = None) -> dict[str, Any]:
+    """A page of entry snapshots (the ``queue_entry_changed`` data at their current revision)
+    in application-number order after ``after_application_number``; or, given
+    ``application_numbers``, exactly those entries (unknown ones left out). Returns
+    ``{"items": [...], "next": number | None}``: ``next`` is the ``after`` of the next page,
+    None on the last one."""
+    after = None
+    if after_application_number not in (None, ""):
+        after = _number(after_application_number, "after_application_number")
+    size = _int({"limit": limit}, "limit")
+    if not 1 <= size <= EXPORT_MAX:
+        raise BadInput(f"limit must be between 1 and {EXPORT_MAX}", "limit")
+    numbers = None
+    if application_numbers is not None:
+        if not isinstance(application_numbers, list) or len(application_numbers) > EXPORT_MAX:
+            raise BadInput(f"application_numbers must be a list of at most {EXPORT_MAX}",
+                           "application_numbers")
+        numbers = [_number(n, "application_numbers") for n in application_numbers]
+    with db.read() as tx:
+        rows = storage.export_entries(tx, after, size if numbers is None else EXPORT_MAX,
+                                      numbers)
+    items = [domain.snapshot(r) for r in rows]
+    last = numbers is None and len(items) == size
+    return {"items": items, "next": items[-1]["application_number"] if last else None}

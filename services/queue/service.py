@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from nameko.rpc import rpc
 from nameko.timer import Timer
 
 from services.common import contracts
@@ -18,6 +17,7 @@ from services.common.db import Database
 from services.common.errors import BadInput
 from services.common.events import reliable_handler
 from services.common.metrics import Metrics
+from services.common.rpc import rpc
 from services.common.timers import run_exclusively
 from services.queue import commands
 
@@ -115,6 +115,15 @@ class QueueService:
     def stop_list_exit(self, application_number: str, actor: dict) -> dict:
         """An officer takes an application off the stop-list."""
         return commands.stop_list_exit(self.db, application_number, actor)
+
+    @rpc
+    def export_entries(self, after_application_number: str | None = None, limit: int = 1000,
+                       application_numbers: list[str] | None = None) -> dict:
+        """Entry snapshots for ``kezek registry reconcile``: ``{"items": [queue_entry_changed
+        data...], "next": "A000001000"}`` in application-number order (``next`` None on the
+        last page); with ``application_numbers``, exactly those entries."""
+        return commands.export_entries(self.db, after_application_number, limit,
+                                       application_numbers)
 
     # -- events ------------------------------------------------------------------------------------
     def _on(self, payload: dict, source: str, event_type: str, method: str, command) -> str:

@@ -228,3 +228,160 @@ def take_early_events(tx: Tx, number: str) -> list[dict[str, Any]]:
         {"n": number},
     ).mappings().all()
     return sorted((dict(r) for r in rows), key=lambda r: r["id"])
+
+
+# -- bulk paths (commands.enqueue_bulk, commands.benefits_verified_bulk) ------------------------------
+# Rows travel as one JSON array read with jsonb_to_recordset (services.common.bulk.rows_json).
+_COLUMN_TYPES = {
+    "application_number": "text", "queue_name": "text", "district": "text",
+    "queue_type": "text", "group_kind": "text", "birth_year": "integer", "language": "text",
+    "preferred_organizations": "bigint[]", "filed_at": "timestamptz",
+    "benefit_category": "text", "claimed_tier": "text", "benefit_verified": "boolean",
+    "tier_rank": "smallint", "status": "text", "stop_entered_at": "timestamptz",
+    "stop_exits_at": "timestamptz", "stop_reason": "text", "applicant_id": "text",
+    "applicant_name": "text", "child_name": "text", "current_organization_id": "bigint",
+    "current_group_id": "bigint", "revision": "integer",
+}
+
+
+def _recordset(cols: list[str]) -> str:
+    types = ", ".join(f"{c} {_COLUMN_TYPES[c]}" for c in cols)
+    return (f"ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS ({types})) "
+            f"WITH ORDINALITY AS u({', '.join(cols)}, i)")
+
+
+def _numbers_json(numbers: list[str]) -> str:
+    import json
+
+    return json.dumps(list(numbers))
+
+
+def lock_applications(tx: Tx, numbers: list[str]) -> None:
+    """lock_application for many numbers, in one statement and one global order (no deadlock
+    between two bulk callers)."""
+    import json
+
+    keys = sorted({lock_key(f"queue:application:{n}") for n in numbers})
+    if keys:
+        tx.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM "
+                   "jsonb_array_elements_text(CAST(:k AS jsonb)) WITH ORDINALITY AS t(k, i)",
+                   {"k": json.dumps([str(k) for k in keys])})
+
+
+def insert_entries_bulk(tx: Tx, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """insert_entry for many entries; returns the rows created (numbers already there are
+    left as they are), in the order given."""
+    from services.common.bulk import rows_json
+
+    if not entries:
+        return []
+    cols = [c for c in ENTRY_COLUMNS if c != "revision"]
+    rows = tx.execute(
+        f"INSERT INTO {S}.entries AS e ({', '.join(cols)}) "
+        f"SELECT {', '.join('u.' + c for c in cols)} FROM {_recordset(cols)} ORDER BY u.i "
+        f"ON CONFLICT (application_number) DO NOTHING RETURNING {_SELECT}",
+        {"rows": rows_json({c: e.get(c) for c in cols} for e in entries)},
+    ).mappings().all()
+    created = {r["application_number"]: dict(r) for r in rows}
+    return [created[e["application_number"]] for e in entries
+            if e["application_number"] in created]
+
+
+def entries_for_update(tx: Tx, numbers: list[str]) -> dict[str, dict[str, Any]]:
+    """get_entry(lock=True) for many numbers, locked in number order."""
+    rows = tx.execute(
+        f"SELECT {_SELECT} FROM {S}.entries e WHERE e.application_number IN "
+        "(SELECT jsonb_array_elements_text(CAST(:n AS jsonb))) "
+        "ORDER BY e.application_number FOR UPDATE",
+        {"n": _numbers_json(sorted(set(numbers)))},
+    ).mappings().all()
+    return {r["application_number"]: dict(r) for r in rows}
+
+
+def update_entries_bulk(tx: Tx, changes: list[tuple[str, dict[str, Any]]]
+                        ) -> dict[str, dict[str, Any]]:
+    """update_entry for many (number, changes) with the same changed columns: number -> the
+    new row (revision + 1)."""
+    from services.common.bulk import rows_json
+
+    if not changes:
+        return {}
+    cols = sorted(changes[0][1])
+    unknown = set(cols) - MUTABLE
+    if unknown or any(sorted(c) != cols for _, c in changes):
+        raise ValueError(f"not changeable together: {sorted(unknown) or 'different columns'}")
+    rows = tx.execute(
+        f"UPDATE {S}.entries AS e SET {', '.join(f'{c} = u.{c}' for c in cols)}, "
+        "revision = e.revision + 1, updated_at = clock_timestamp() "
+        f"FROM {_recordset(['application_number', *cols])} "
+        f"WHERE e.application_number = u.application_number RETURNING {_SELECT}",
+        {"rows": rows_json({"application_number": n, **c} for n, c in changes)},
+    ).mappings().all()
+    return {r["application_number"]: dict(r) for r in rows}
+
+
+def refresh_candidates_bulk(tx: Tx, entries: list[dict[str, Any]]) -> None:
+    """refresh_candidates for many entries: their rows match their state afterwards."""
+    if not entries:
+        return
+    tx.execute(
+        f"DELETE FROM {S}.candidates WHERE application_number IN "
+        "(SELECT jsonb_array_elements_text(CAST(:n AS jsonb)))",
+        {"n": _numbers_json([e["application_number"] for e in entries])},
+    )
+    insert_candidates_bulk(tx, entries)
+
+
+def insert_candidates_bulk(tx: Tx, entries: list[dict[str, Any]]) -> None:
+    """The candidate rows of new entries (rows only for queued ones)."""
+    from services.common.bulk import rows_json
+
+    rows = [{"application_number": e["application_number"], "org": int(org),
+             "birth_year": e["birth_year"], "language": e["language"],
+             "group_kind": e["group_kind"], "tier_rank": e["tier_rank"],
+             "filed_at": e["filed_at"]}
+            for e in entries if e["status"] == "queued"
+            for org in e["preferred_organizations"] or []]
+    if not rows:
+        return
+    tx.execute(
+        f"INSERT INTO {S}.candidates (application_number, organization_id, birth_year, "
+        "language, group_kind, tier_rank, filed_at) "
+        "SELECT r.application_number, r.org, r.birth_year, r.language, r.group_kind, "
+        "r.tier_rank, r.filed_at FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS "
+        "r(application_number text, org bigint, birth_year integer, language text, "
+        "group_kind text, tier_rank smallint, filed_at timestamptz) ON CONFLICT DO NOTHING",
+        {"rows": rows_json(rows)},
+    )
+
+
+def take_early_events_bulk(tx: Tx, numbers: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """take_early_events for many numbers: number -> its early events, oldest first."""
+    if not numbers:
+        return {}
+    rows = tx.execute(
+        f"DELETE FROM {S}.early_events WHERE application_number IN "
+        "(SELECT jsonb_array_elements_text(CAST(:n AS jsonb))) "
+        "RETURNING id, application_number, event_type, data",
+        {"n": _numbers_json(numbers)},
+    ).mappings().all()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r["id"]):
+        out.setdefault(r["application_number"], []).append(dict(r))
+    return out
+
+
+# -- snapshot export (kezek registry reconcile) -----------------------------------------------------
+def export_entries(tx: Tx, after: str | None, limit: int,
+                   numbers: list[str] | None = None) -> list[dict[str, Any]]:
+    """Entries in application-number order after ``after``, or exactly those in ``numbers``."""
+    if numbers is not None:
+        where, params = "e.application_number = ANY(CAST(:nums AS text[]))", {"nums": numbers}
+    else:
+        where, params = "e.application_number > :after", {"after": after or ""}
+    rows = tx.execute(
+        f"SELECT {_SELECT} FROM {S}.entries e WHERE {where} "
+        "ORDER BY e.application_number LIMIT :n",
+        {**params, "n": limit},
+    ).mappings().all()
+    return [dict(r) for r in rows]

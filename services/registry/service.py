@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 
 from services.common import contracts
 from services.common.config import settings
 from services.common.db import Database
 from services.common.events import reliable_handler
 from services.common.metrics import Metrics
+from services.common.rpc import rpc
 from services.registry import commands, domain
 
 
