@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
+from tests.helpers import load_all_yaml_as_written, load_yaml_as_written
+
 from services.common import amqp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,14 +60,14 @@ def keys_anywhere(node) -> set:
 
 def metrics_ports() -> dict[str, int]:
     """The default metrics port of every service, from config.yaml's ${VAR:default}."""
-    raw = yaml.safe_load(read("config.yaml"))["KEZEK"]["METRICS_PORTS"]
+    raw = load_yaml_as_written(read("config.yaml"))["KEZEK"]["METRICS_PORTS"]
     return {name: int(re.fullmatch(r"\$\{\w+:(\d+)\}", value).group(1))
             for name, value in raw.items()}
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load(read("docker-compose.yml"))
+    return load_yaml_as_written(read("docker-compose.yml"))
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +233,7 @@ def test_rabbitmq_loads_the_definitions_and_serves_prometheus_metrics(compose):
 
 
 def test_prometheus_scrapes_every_replica_of_every_service_on_its_metrics_port(compose):
-    config = yaml.safe_load(read("deploy/prometheus.yml"))
+    config = load_yaml_as_written(read("deploy/prometheus.yml"))
     discovered = {}
     static = set()
     for job in config["scrape_configs"]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import load_all_yaml_as_written, load_yaml_as_written
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KEZEK_SERVICES = ["registry", "applications", "queue", "allocation", "audit", "gateway"]
@@ -30,7 +32,7 @@ def load_docs() -> list[tuple[str, dict]]:
     for path in manifest_files():
         if path.name == "kustomization.yaml":
             continue
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in load_all_yaml_as_written(path.read_text()):
             if doc is not None:
                 docs.append((path.name, doc))
     return docs
@@ -46,14 +48,14 @@ def variables_config_reads() -> set[str]:
 
 def metrics_ports() -> dict[str, int]:
     """The default metrics port of every service, from config.yaml's ${VAR:default}."""
-    raw = yaml.safe_load(config_text())["KEZEK"]["METRICS_PORTS"]
+    raw = load_yaml_as_written(config_text())["KEZEK"]["METRICS_PORTS"]
     return {name: int(re.fullmatch(r"\$\{\w+:(\d+)\}", value).group(1))
             for name, value in raw.items()}
 
 
 def metrics_variables() -> dict[str, str]:
     """service -> the environment variable that overrides its metrics port."""
-    raw = yaml.safe_load(config_text())["KEZEK"]["METRICS_PORTS"]
+    raw = load_yaml_as_written(config_text())["KEZEK"]["METRICS_PORTS"]
     return {name: re.fullmatch(r"\$\{(\w+):\d+\}", value).group(1) for name, value in raw.items()}
 
 
@@ -123,7 +125,7 @@ def test_every_file_parses_and_every_object_is_in_the_kezek_namespace(docs):
 
 
 def test_kustomization_lists_every_file_in_the_folder():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kustomization = load_yaml_as_written((K8S / "kustomization.yaml").read_text())
     listed = kustomization["resources"]
     assert len(listed) == len(set(listed))
     expected = {p.name for p in manifest_files()} - {"kustomization.yaml"}
@@ -138,7 +140,7 @@ def test_kubectl_kustomize_builds_the_folder():
     result = subprocess.run([kubectl, "kustomize", str(K8S)], check=False, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    built = [doc for doc in load_all_yaml_as_written(result.stdout) if doc]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == sorted(
         (d["kind"], d["metadata"]["name"]) for _, d in load_docs())
 
