@@ -96,6 +96,13 @@ if ! rabbit_ready >/dev/null 2>&1; then
     $SUDO rabbitmq-server -detached
     wait_until 120 RabbitMQ rabbit_ready
 fi
+# the node can answer while its broker application is stopped (`rabbitmqctl stop_app`)
+rabbit_app_running() { $SUDO rabbitmq-diagnostics -q check_running --timeout 5; }
+if ! rabbit_app_running >/dev/null 2>&1; then
+    log "starting RabbitMQ's broker application"
+    $SUDO rabbitmqctl start_app >/dev/null
+    wait_until 60 "RabbitMQ application" rabbit_app_running
+fi
 
 # -- Python virtual environment -------------------------------------------------------------------
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys' 2>/dev/null; then
