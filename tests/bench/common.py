@@ -182,18 +182,19 @@ class Services:
         self.dir = Path(tempfile.mkdtemp(prefix="kezek-bench-"))
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, timeout: float = 90) -> "Services":
+    def start(self, timeout: float = 90, names: list[str] | None = None) -> "Services":
         config_file = self.dir / "config.yaml"
         config_file.write_text(yaml.safe_dump(self.config, allow_unicode=True))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        for name in self.names:
+        names = names or self.names
+        for name in names:
             log = open(self.dir / f"{name}.log", "ab")
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "nameko", "run", "--config", str(config_file),
                  self.modules[name]], cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
                 env=env)
         deadline = time.monotonic() + timeout
-        for name in self.names:
+        for name in names:
             while not self._ready(name):
                 if self.procs[name].poll() is not None:
                     raise RuntimeError(f"{name} exited:\n{self.log_tail(name)}")
@@ -224,6 +225,14 @@ class Services:
         except ValueError:
             return False
         return bool(checks.get("broker")) and checks.get("database", True) is not False
+
+    def restart_dead(self) -> list[str]:
+        """Start again any service whose process exited (as a restart policy would, e.g.
+        after the broker dropped its connection); returns their names."""
+        dead = [name for name, proc in self.procs.items() if proc.poll() is not None]
+        if dead:
+            self.start(names=dead)
+        return dead
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         path = self.dir / f"{name}.log"

@@ -129,11 +129,13 @@ def main() -> None:
             running.start()
             started = time.monotonic()
             stable = 0
+            restarts: list[str] = []
             while True:
                 time.sleep(5)
-                for name, proc in running.procs.items():
-                    if proc.poll() is not None:
-                        raise SystemExit(f"{name} exited:\n{running.log_tail(name)}")
+                dead = running.restart_dead()
+                if dead:  # e.g. the broker restarted under it: a restart policy starts it again
+                    restarts.extend(dead)
+                    print(f"  restarted {', '.join(dead)} (exited)", flush=True)
                 now = backlog(config, engine)
                 with engine.connect() as conn:
                     in_model = conn.execute(text(f"SELECT count(*) FROM registry.{table}")
@@ -152,7 +154,8 @@ def main() -> None:
             caught_up = time.monotonic() - started
             emit(Figure(WORKLOAD, "catch_up_seconds", caught_up, "s", note=(
                 f"services (a process each) handle the load's {events:,} outbox events and "
-                "what they cause, until the registry has every application")))
+                "what they cause, until the registry has every application"
+                + (f"; services restarted meanwhile: {restarts}" if restarts else ""))))
             emit(Figure(WORKLOAD, "catch_up_events_per_s", events / caught_up, "events/s",
                         floor="pika_roundtrip_per_s",
                         note="load's outbox events / catch-up time"))
