@@ -1,8 +1,6 @@
 """The pieces of the fault test: the system as separate `nameko run` processes that can be killed
 and restarted, the broker and database restarted, an HTTP client that retries like a real one,
-and the checks run once the system has settled.
-
-Nothing here asserts; tests/chaos/test_faults.py does.
+and what tells that the system has settled. The checks themselves are in test_faults.py.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ("registry", "applications", "queue", "allocation", "audit", "gateway")
-JOURNALED = ("registry", "applications", "queue", "allocation")
 # (service, instances): allocation and queue run twice, as the issue asks; the gateway twice so
 # that clients have somewhere to go while one is down
 LAYOUT = (
@@ -62,7 +59,6 @@ class Instance:
     config_file: Path
     log_path: Path
     proc: subprocess.Popen | None = None
-    starts: int = 0
 
     @property
     def name(self) -> str:
@@ -108,7 +104,6 @@ class Cluster:
             cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
         out.close()
-        instance.starts += 1
 
     def start_all(self) -> None:
         for instance in self.instances:
@@ -153,7 +148,6 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 instance.proc.kill()
                 instance.proc.wait()
-
 
 
 # -- the broker and the database --------------------------------------------------------------
