@@ -119,7 +119,7 @@ def running_system(tmp: Path, settings: dict | None = None) -> Iterator[System]:
             return False
 
     try:
-        wait_for(up, timeout=60, interval=0.3, message="system up")
+        wait_for(up, timeout=120, interval=0.3, message="system up")
         yield System(config, base_url, tmp / "system.log")
     finally:
         proc.terminate()

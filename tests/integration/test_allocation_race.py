@@ -79,7 +79,7 @@ def test_500_places_released_at_once_get_500_directions_one_per_child(
     processes("services.registry.service:RegistryService", 1)
     wait_for(lambda: consumers(amqp, "rpc-allocation") == 3
              and consumers(amqp, "rpc-queue") == 2 and consumers(amqp, "rpc-registry") == 1,
-             timeout=30, interval=0.2, message="six service processes up")
+             timeout=90, interval=0.2, message="six service processes up")
 
     tag = uuid.uuid4().hex[:6].upper()
     district = random_name("district")
@@ -118,7 +118,7 @@ def test_500_places_released_at_once_get_500_directions_one_per_child(
     in_places = "place_id = ANY(CAST(:places AS uuid[]))"
     wait_for(lambda: count(f"SELECT count(*) FROM allocation.places WHERE {in_places} "
                            "AND status = 'priority'") == 0,
-             timeout=50, interval=0.5, message="every place allocated")
+             timeout=180, interval=0.5, message="every place allocated")
 
     with db_engine.connect() as conn:
         directions = conn.execute(text(
