@@ -194,3 +194,26 @@ def test_two_slow_queries_from_concurrent_rpc_calls_overlap(selftest, start_serv
     # each query took a second; had the eventlet hub been blocked they would run one after another
     assert e1 - s1 >= 1.0 and e2 - s2 >= 1.0
     assert s2 < e1 and s1 < e2
+
+
+def test_a_clean_stop_publishes_what_was_committed_while_the_relay_slept(selftest, db_engine,
+                                                                         start_services):
+    """Nameko stops the relay after the last worker: a row committed just before, with the
+    relay asleep between polls, still goes out before the process exits."""
+    from services.common.outbox import OutboxRelay
+
+    relay = OutboxRelay(db_engine, "selftest", selftest["AMQP_URI"], poll_seconds=600)
+    relay.start(lambda fn, identifier=None: eventlet.spawn(fn))
+    eventlet.sleep(0.2)  # its first poll found nothing: asleep for ten minutes now
+    tag = f"stop-{uuid.uuid4().hex[:8]}"
+    with DatabaseAccess(db_engine, "selftest").transaction() as tx:  # no wake-up
+        tx.publish(contracts.envelope("selftest_producer", "thing_happened",
+                                      {"tag": tag, "fail": False}))
+    relay.stop()
+    with db_engine.connect() as conn:
+        unsent = conn.execute(text(
+            "SELECT count(*) FROM selftest.outbox WHERE sent_at IS NULL "
+            "AND payload->'data'->>'tag' = :t"), {"t": tag}).scalar()
+    assert unsent == 0
+    start_services(st.Consumer)
+    wait_for(lambda: handled(db_engine, tag) == 1, timeout=15, message="event delivered")
