@@ -76,6 +76,7 @@ run-scaled: prepare
 
 # pytest exits 5 when it collected no tests: that must never look like a green run
 test: bootstrap-test
+	@$(PY) -m tests.leftovers
 	@rc=0; $(PY) -m pytest -q -p no:cacheprovider tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 	    echo "make test: FAILED: pytest collected no tests (exit status 5)" >&2; \

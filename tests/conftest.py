@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 import services  # noqa: E402,F401  (sets PSYCOPG_WAIT_FUNC)
 from services.common.config import load_config  # noqa: E402
 
+from tests import leftovers  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402,F401
 
 
@@ -28,7 +29,18 @@ def free_port() -> int:
 
 
 def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=180)
+
+
+def comment_database(db_url: str, comment: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = make_url(db_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        literal = comment.replace("'", "''")
+        conn.execute(text(f'COMMENT ON DATABASE "{url.database}" IS \'{literal}\''))
+    admin.dispose()
 
 
 def make_isolated_config(tag: str | None = None) -> dict:
@@ -41,7 +53,8 @@ def make_isolated_config(tag: str | None = None) -> dict:
     db_url = make_url(config["DB_URL"]).set(database=f"kezek_test_{tag}")
     config["DB_URL"] = db_url.render_as_string(hide_password=False)
     vhost = f"kezek_test_{tag}"
-    rabbitmqctl("add_vhost", vhost)
+    # marked with its creation time, so tests.leftovers can drop it if this run never tears down
+    rabbitmqctl("add_vhost", vhost, "--description", leftovers.mark())
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     config["AMQP_URI"] = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     config["KEZEK"]["METRICS_PORTS"] = {k: 0 for k in config["KEZEK"]["METRICS_PORTS"]}
@@ -50,6 +63,7 @@ def make_isolated_config(tag: str | None = None) -> dict:
     config["KEZEK_TEST_TAG"] = tag
     config["KEZEK_VHOST"] = vhost
     ensure_database(config["DB_URL"])
+    comment_database(config["DB_URL"], leftovers.mark())
     only = os.environ.get("KEZEK_TEST_SERVICES")  # e.g. "" while developing services/common alone
     if only is None:
         upgrade(config["DB_URL"])
