@@ -20,6 +20,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -47,9 +48,22 @@ def api(tmp_path_factory):
         yield system
 
 
-def operations(system) -> int:
+DOCUMENT = "GET /api/v1/openapi.json"
+
+
+def operations(system) -> set[str]:
+    """Every operation of the served document, as schemathesis names them ("GET /path")."""
     document = requests.get(system.url("/api/v1/openapi.json"), timeout=10).json()
-    return sum(len(item) for item in document["paths"].values())
+    assert document["openapi"] == "3.0.3"
+    return {f"{method.upper()} {path}" for path, item in document["paths"].items()
+            for method in item}
+
+
+def tested_operations(report_dir: Path) -> set[str]:
+    names: set[str] = set()
+    for report in report_dir.glob("junit-*.xml"):
+        names |= {case.get("name") for case in ElementTree.parse(report).iter("testcase")}
+    return names
 
 
 def start_schemathesis(system, report_dir: Path, *headers: str) -> subprocess.Popen:
@@ -85,7 +99,11 @@ def finish(system, run: subprocess.Popen, report_dir: Path, who: str) -> None:
     assert run.returncode == 0, f"schemathesis ({who}) found problems:\n" + output[-20000:]
     tested = re.search(r"Tested:\s+(\d+)", output)
     assert tested, output[-3000:]
-    assert int(tested.group(1)) == operations(system), output[-3000:]
+    # schemathesis 4.32 leaves out the operation that served it the document it loaded (its
+    # Tested and total say 35 of the document's 36); operations() above fetched that one itself
+    untested = operations(system) - tested_operations(report_dir)
+    assert untested <= {DOCUMENT}, f"not tested: {sorted(untested)}\n" + output[-3000:]
+    assert int(tested.group(1)) == len(tested_operations(report_dir)), output[-3000:]
 
 
 def applicant_with_an_application(api) -> dict:
