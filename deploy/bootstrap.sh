@@ -5,7 +5,9 @@
 #   - PostgreSQL trusting user postgres on 127.0.0.1 and ::1 (changed only when it does not);
 #   - the virtual environment .venv with the project installed (`pip install -e '.[test]'`),
 #     re-installed only when pyproject.toml is newer than the stamp .venv/.installed;
-#   - with --browser: Debian's Chromium and ChromeDriver for the browser tests.
+#   - with --browser (what `make test` needs beyond `make run`): Debian's Chromium and
+#     ChromeDriver for the browser tests, and Debian's docker-compose to check docker-compose.yml
+#     when the docker compose plugin is absent.
 # Idempotent: a second run only checks, and takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +60,10 @@ command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ "$BROWSER" -eq 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
     missing+=(chromium chromium-driver)
+fi
+if [ "$BROWSER" -eq 1 ] && ! command -v docker-compose >/dev/null \
+        && ! { command -v docker >/dev/null && docker compose version >/dev/null 2>&1; }; then
+    missing+=(docker-compose)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"

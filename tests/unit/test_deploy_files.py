@@ -186,15 +186,31 @@ def test_environment_variables_set_for_kezek_are_ones_config_yaml_reads(compose)
     assert (set_by_compose | set_by_makefile) - read_by_config == set()
 
 
-def test_docker_compose_accepts_the_file():
+def compose_command() -> list[str]:
+    """`docker compose` (the plugin) where it works, else Debian's docker-compose, which
+    `make test` installs (deploy/bootstrap.sh --browser) when neither is there."""
     docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], check=False,
-                                        capture_output=True, timeout=60).returncode != 0:
-        pytest.skip("the docker compose plugin is not installed here: "
-                    "`docker compose config -q` could not run")
-    result = subprocess.run([docker, "compose", "-f", "docker-compose.yml", "config", "-q"],
+    if docker and subprocess.run([docker, "compose", "version"], check=False,
+                                 capture_output=True, timeout=60).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    assert legacy, "neither `docker compose` nor docker-compose: run deploy/bootstrap.sh --browser"
+    return [legacy]
+
+
+def test_docker_compose_accepts_the_file():
+    result = subprocess.run([*compose_command(), "-f", "docker-compose.yml", "config", "-q"],
                             check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_refuses_a_broken_file(tmp_path):
+    """The check above can fail: a service without an image or build is refused."""
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text("services:\n  gateway:\n    ports: [\"8000:8000\"]\n")
+    result = subprocess.run([*compose_command(), "-f", str(broken), "config", "-q"],
+                            check=False, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
 
 
 # -- RabbitMQ and Prometheus configuration ---------------------------------------------------------
