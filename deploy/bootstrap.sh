@@ -7,7 +7,8 @@
 #     re-installed only when pyproject.toml is newer than the stamp .venv/.installed;
 #   - with --browser (what `make test` needs beyond `make run`): Debian's Chromium and
 #     ChromeDriver for the browser tests, and Debian's docker-compose to check docker-compose.yml
-#     when the docker compose plugin is absent.
+#     when the docker compose plugin is absent, and kubectl (Debian's kubernetes-client) to
+#     build deploy/k8s with kustomize when no kubectl is there.
 # Idempotent: a second run only checks, and takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +65,9 @@ fi
 if [ "$BROWSER" -eq 1 ] && ! command -v docker-compose >/dev/null \
         && ! { command -v docker >/dev/null && docker compose version >/dev/null 2>&1; }; then
     missing+=(docker-compose)
+fi
+if [ "$BROWSER" -eq 1 ] && ! command -v kubectl >/dev/null; then
+    missing+=(kubernetes-client)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
