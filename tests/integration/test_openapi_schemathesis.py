@@ -59,7 +59,7 @@ def operations(system) -> set[str]:
             for method in item}
 
 
-def tested_operations(report_dir: Path) -> set[str]:
+def operations_tested(report_dir: Path) -> set[str]:
     names: set[str] = set()
     for report in report_dir.glob("junit-*.xml"):
         names |= {case.get("name") for case in ElementTree.parse(report).iter("testcase")}
@@ -101,9 +101,9 @@ def finish(system, run: subprocess.Popen, report_dir: Path, who: str) -> None:
     assert tested, output[-3000:]
     # schemathesis 4.32 leaves out the operation that served it the document it loaded (its
     # Tested and total say 35 of the document's 36); operations() above fetched that one itself
-    untested = operations(system) - tested_operations(report_dir)
+    untested = operations(system) - operations_tested(report_dir)
     assert untested <= {DOCUMENT}, f"not tested: {sorted(untested)}\n" + output[-3000:]
-    assert int(tested.group(1)) == len(tested_operations(report_dir)), output[-3000:]
+    assert int(tested.group(1)) == len(operations_tested(report_dir)), output[-3000:]
 
 
 def applicant_with_an_application(api) -> dict:
