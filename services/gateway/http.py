@@ -104,6 +104,14 @@ class Call:
     audit_actor: str | None = None
     audit_target: str | None = None
     error_code: str | None = None
+    # set by a handler that answered from the public cache (cache.py): seconds
+    cache_age: float | None = None
+    cache_max_age: float = 0.0
+
+    def cached(self, hit) -> Any:
+        """Note a cache.Hit for the response headers; its value."""
+        self.cache_age, self.cache_max_age = hit.age, hit.max_age
+        return hit.value
 
     @property
     def filters(self) -> dict[str, Any]:
@@ -232,6 +240,10 @@ class ApiRoute(HttpRequestHandler):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if call.actor is not None or route.tag == "sign-in":
             response.headers["Cache-Control"] = "no-store"
+        elif call.cache_max_age and response.status_code == 200:
+            # a public page this process keeps a moment (cache.py): say how long and how old
+            response.headers["Cache-Control"] = f"public, max-age={call.cache_max_age:g}"
+            response.headers["Age"] = str(int(call.cache_age or 0))
         HTTP_REQUESTS.labels(route.label, str(response.status_code)).inc()
         elapsed = time.monotonic() - started
         HTTP_SECONDS.labels(route.label).observe(elapsed)

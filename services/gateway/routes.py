@@ -254,6 +254,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         required=("application_number", "queue_name", "filed_at", "status"),
     ),
     "District": obj({"name": STR}, required=("name",)),
+    "Language": obj(
+        {"code": LANGUAGE, "name": obj({"kk": STR, "ru": STR})}, required=("code", "name")
+    ),
     "BenefitCategory": obj(
         {
             "code": STR,
@@ -750,6 +753,17 @@ ROUTES: tuple[Route, ...] = (
         response=page_of("BenefitCategory"),
         csv=True,
         csv_columns=("code", "tier", "name.kk", "name.ru"),
+    ),
+    Route(
+        "languages",
+        "GET",
+        "/api/v1/languages",
+        "Languages of instruction (reference data)",
+        "public",
+        response=page_of("Language"),
+        csv=True,
+        csv_columns=("code", "name.kk", "name.ru"),
+        description="Served by the gateway itself (no service call); audited like any request.",
     ),
     # -- sign-in ----------------------------------------------------------------------------------
     Route(

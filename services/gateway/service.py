@@ -18,14 +18,21 @@ from werkzeug.wrappers import Response
 from services.common.db import Database
 from services.common.metrics import Metrics
 from services.common.timers import run_exclusively
-from services.gateway import auth, http, openapi, storage, web
+from services.gateway import auth, http, openapi, pages, storage, web
+from services.gateway.cache import PublicCacheProvider
 from services.gateway.http import Call, route
+from services.gateway.routes import LANGUAGE
 from services.gateway.sms import Sms
 from services.gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 HOUR = 3600.0
+# languages of instruction (the LANGUAGE enum of the route table) with the pages' names for them
+LANGUAGES = tuple(
+    {"code": code, "name": {lang: pages.label(f"language.{code}", lang) for lang in ("kk", "ru")}}
+    for code in LANGUAGE["enum"]
+)
 
 
 def page_of_list(items: list[Any], page: int = 1, page_size: int | None = None) -> dict:
@@ -50,6 +57,7 @@ class GatewayService(web.WebPages):
 
     db = Database("gateway", relay=False)
     metrics = Metrics()
+    cache = PublicCacheProvider()
     sms = Sms()
     registry = Upstream("registry")
     applications = Upstream("applications")
@@ -70,8 +78,13 @@ class GatewayService(web.WebPages):
 
     @route("list_queue")
     def list_queue(self, call: Call) -> dict:
-        """``GET /api/v1/queue?district=Almaly&birth_year=2022`` -> page of queue rows."""
-        return self.registry.list_queue(call.filters, call.page, call.page_size)
+        """``GET /api/v1/queue?district=Almaly&birth_year=2022`` -> page of queue rows (kept
+        ``PUBLIC_CACHE_SECONDS`` by this process: the same for everyone, see cache.py)."""
+        filters, page, size = call.filters, call.page, call.page_size
+        key = ("list_queue", tuple(sorted(filters.items())), page, size)
+        return call.cached(
+            self.cache.get(key, lambda: self.registry.list_queue(filters, page, size))
+        )
 
     @route("queue_lookup")
     def queue_lookup(self, call: Call) -> dict:
@@ -109,6 +122,12 @@ class GatewayService(web.WebPages):
     def benefit_categories(self, call: Call) -> dict:
         """``GET /api/v1/benefit-categories`` -> ``{"items": [{"code", "tier", "name"}], ...}``."""
         return page_of_list(self.applications.benefit_categories())
+
+    @route("languages")
+    def languages(self, call: Call) -> dict:
+        """``GET /api/v1/languages`` -> ``{"items": [{"code": "kk", "name": {"kk", "ru"}}]}``
+        (the gateway's own reference data: no service call)."""
+        return page_of_list([dict(item) for item in LANGUAGES])
 
     # -- sign-in ----------------------------------------------------------------------------------
     @route("request_code")

@@ -187,21 +187,45 @@ def _queue_where(f: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return " AND ".join(where), p
 
 
-def list_queue(tx: Tx, f: Mapping[str, Any], limit: int, offset: int
-               ) -> tuple[list[dict[str, Any]], int]:
-    """A page in queue order with live queue numbers.
+# filters a total can be summed for from registry.queue_counts (its key columns)
+_COUNTED = frozenset(("district", "queue_type", "birth_year", "language", "queue_name", "status",
+                      "benefit_tier"))
+# what a registry row shows (domain.queue_row), and what orders it
+_ROW = ("application_number", "queue_name", "in_queue", "sort_key", "status", "benefit_tier",
+        "queue_type", "filed_at", "stop_list", "applicant_name", "child_name")
 
-    Per queue on the page: one count of the in-queue entries before its first in-queue row,
-    then row_number() over the in-queue entries from that row to its last one. The cost is the
-    page's span of the queue, not the queue numbers themselves (page 900 of a 50,000-child
-    queue is as cheap as page 1, apart from one count).
+
+def _total_sql(f: Mapping[str, Any], cond: str) -> str:
+    """The number of listed entries the filters match: a sum over the per-queue counts (kept
+    by triggers in the same transactions as the entries) when every filter is one of their
+    columns, else a count of the entries."""
+    if _COUNTED.issuperset(f):
+        return f"SELECT COALESCE(sum(n), 0) FROM {S}.queue_counts WHERE {cond}"
+    return f"SELECT count(*) FROM {S}.queue_entries WHERE {cond}"
+
+
+def list_queue(tx: Tx, f: Mapping[str, Any], limit: int, offset: int
+               ) -> tuple[list[dict[str, Any]], int, dt.datetime | None]:
+    """A page in queue order with live queue numbers, the total and when the read model last
+    changed, in one statement (one round trip, one snapshot).
+
+    The page's keys come from an index alone (no table rows read for the rows skipped by the
+    offset), then its rows. Per queue on the page: one count of the in-queue entries before
+    its first in-queue row, then row_number() over the in-queue entries from that row to its
+    last one. The cost is the page's span of the queue, not the queue numbers themselves (page
+    900 of a 50,000-child queue is as cheap as page 1, apart from one index-only count).
     """
     cond, p = _queue_where(f)
-    total = tx.execute(f"SELECT count(*) FROM {S}.queue_entries WHERE {cond}", p).scalar()
+    columns = ", ".join(f"e.{c}" for c in _ROW)
+    shown = ", ".join(f"page.{c}" for c in _ROW if c not in ("in_queue", "sort_key"))
     rows = tx.execute(
-        f"""WITH page AS MATERIALIZED (
-                SELECT * FROM {S}.queue_entries WHERE {cond}
+        f"""WITH keys AS MATERIALIZED (
+                SELECT queue_name, in_queue, sort_key FROM {S}.queue_entries WHERE {cond}
                 ORDER BY {_ORDER} LIMIT :limit OFFSET :offset
+            ), page AS MATERIALIZED (
+                SELECT {columns} FROM keys k JOIN {S}.queue_entries e
+                  ON e.queue_name = k.queue_name AND e.in_queue = k.in_queue
+                 AND e.sort_key = k.sort_key AND e.status <> 'withdrawn'
             ), spans AS MATERIALIZED (
                 SELECT s.queue_name, s.lo, s.hi,
                        (SELECT count(*) FROM {S}.queue_entries b
@@ -217,20 +241,29 @@ def list_queue(tx: Tx, f: Mapping[str, Any], limit: int, offset: int
                   ON q.queue_name = s.queue_name AND q.status <> 'withdrawn' AND q.in_queue
                  AND q.sort_key BETWEEN s.lo AND s.hi
             )
-            SELECT page.*, numbered.queue_number
-            FROM page LEFT JOIN numbered ON numbered.sort_key = page.sort_key AND page.in_queue
-            ORDER BY {_ORDER}""",
+            SELECT meta.total, meta.model_republished_at, {shown}, numbered.queue_number
+            FROM (SELECT ({_total_sql(f, cond)}) AS total,
+                         {_MAX["queue"]} AS model_republished_at) meta
+            LEFT JOIN (page LEFT JOIN numbered
+                       ON numbered.sort_key = page.sort_key AND page.in_queue) ON TRUE
+            ORDER BY page.queue_name, page.in_queue DESC, page.sort_key""",
         {**p, "limit": limit, "offset": offset},
     ).mappings().all()
-    return [dict(r) for r in rows], int(total)
+    # one row even for an empty page: the total and the time, without a row of the page
+    meta = rows[0]
+    items = [dict(r) for r in rows if r["application_number"] is not None]
+    return items, int(meta["total"]), meta["model_republished_at"]
 
 
 def queue_entry(tx: Tx, application_number: str) -> dict[str, Any] | None:
+    """The entry with its live queue number, and (``model_republished_at``) when the queue
+    read model last changed: one statement, so one snapshot even outside a transaction."""
     row = tx.execute(
         f"""SELECT e.*, CASE WHEN e.in_queue THEN 1 + (
                     SELECT count(*) FROM {S}.queue_entries q
                     WHERE q.queue_name = e.queue_name AND q.status <> 'withdrawn'
-                      AND q.in_queue AND q.sort_key < e.sort_key) END AS queue_number
+                      AND q.in_queue AND q.sort_key < e.sort_key) END AS queue_number,
+                   {_MAX["queue"]} AS model_republished_at
             FROM {S}.queue_entries e WHERE e.application_number = :a""",
         {"a": application_number},
     ).mappings().first()

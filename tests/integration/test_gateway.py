@@ -576,6 +576,48 @@ def test_registries_export_csv_with_a_stable_header(gw):
     assert by_param.text.count("\n") == 1  # header only: nothing in that district
 
 
+def test_reference_languages_are_served_by_the_gateway_and_audited(gw):
+    needs(gw, "audit")
+    client = Client(gw)
+    r = client.get("/api/v1/languages")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [item["code"] for item in body["items"]] == ["kk", "ru"]
+    assert body["items"][0]["name"] == {"kk": "Қазақ тілі", "ru": "Казахский"}
+    assert (body["total"], body["page"]) == (2, 1)
+    csv = client.get("/api/v1/languages?format=csv")
+    assert csv.text.splitlines()[0] == "code,name.kk,name.ru"
+    auditor = staff_client(gw, "auditor")
+    rows = wait_for(lambda: (r := audit_rows(gw, auditor, fingerprint=client.fingerprint))
+                    and len(r) >= 2 and r, message="audit records")
+    assert {row["action"] for row in rows} == {"GET /api/v1/languages"}
+
+
+def test_the_public_queue_registry_is_kept_a_moment_and_says_so(gw):
+    needs(gw, "registry", "audit")
+    seconds = float(gw["config"]["KEZEK"]["PUBLIC_CACHE_SECONDS"])
+    assert seconds > 0
+    client = Client(gw)
+    path = f"/api/v1/queue?district={random_name('district')}&page_size=7"
+    first, second = client.get(path), client.get(path)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    for r in (first, second):
+        assert r.headers["Cache-Control"] == f"public, max-age={seconds:g}"
+        assert 0 <= int(r.headers["Age"]) <= seconds
+    # each answer is still its own audited request
+    auditor = staff_client(gw, "auditor")
+    rows = wait_for(lambda: (r := audit_rows(gw, auditor, fingerprint=client.fingerprint))
+                    and len(r) >= 2 and r, message="audit records")
+    assert set(client.request_ids) <= {row["request_id"] for row in rows}
+    # never a per-child answer, never a signed-in one
+    lookup = client.get("/api/v1/queue/lookup?application_number=A999999999")
+    assert "Age" not in lookup.headers and "public" not in lookup.headers.get(
+        "Cache-Control", "")
+    signed_in = applicant_client(gw).get(path)
+    assert signed_in.status_code == 200 and signed_in.headers["Cache-Control"] == "no-store"
+
+
 # -- forwarding to the services -------------------------------------------------------------------
 def new_organization(officer, district, **changes):
     body = {

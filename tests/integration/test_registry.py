@@ -435,3 +435,70 @@ def test_statistics_suppress_small_figures(registry, publish):
     special = registry.statistics({"district": district, "queue_type": "special"})
     assert special["flows"][0]["filed"] == {"count": None, "suppressed": True}
     assert "John" not in str(stats) and "Ахметов" not in str(stats)
+
+
+def test_queue_totals_come_from_counts_kept_with_the_rows(registry, publish, db_engine):
+    """The per-queue counts follow every change of the rows (new, changed, withdrawn, a bulk
+    write, a delete by reconcile), and the totals of the registry page are theirs."""
+    district = random_name("district")
+    tag = uuid.uuid4().hex[:6]
+    queues = {year: f"{district}/general/{year}" for year in (2021, 2022)}
+    numbers = [f"C{tag}-{i}" for i in range(6)]
+    waiter = handled("on_queue_entry_changed")
+    publish(*[entry(n, 1, queue_name=queues[2021 + i % 2], district=district,
+                    birth_year=2021 + i % 2, filed=i, language="kk" if i < 4 else "ru")
+              for i, n in enumerate(numbers)])
+    waiter.wait(len(numbers))
+    waiter = handled("on_queue_entry_changed")
+    publish(entry(numbers[0], 2, queue_name=queues[2021], district=district, birth_year=2021,
+                  filed=0, status="withdrawn"),
+            entry(numbers[1], 2, queue_name=queues[2022], district=district, birth_year=2022,
+                  filed=1, status="stop_listed", tier="first_priority"),
+            entry(numbers[2], 2, queue_name=queues[2021], district=district, birth_year=2021,
+                  filed=2, status="provided"))
+    waiter.wait(3)
+
+    def counted() -> dict:
+        with db_engine.connect() as conn:
+            return {tuple(r[:-1]): r[-1] for r in conn.execute(text(
+                "SELECT queue_name, language, status, benefit_tier, n FROM registry.queue_counts "
+                "WHERE district = :d AND n > 0"), {"d": district})}
+
+    def actual() -> dict:
+        with db_engine.connect() as conn:
+            return {tuple(r[:-1]): r[-1] for r in conn.execute(text(
+                "SELECT queue_name, language, status, benefit_tier, count(*) "
+                "FROM registry.queue_entries WHERE district = :d AND status <> 'withdrawn' "
+                "GROUP BY 1, 2, 3, 4"), {"d": district})}
+
+    assert counted() == actual() == {
+        (queues[2022], "kk", "stop_listed", "first_priority"): 1,
+        (queues[2021], "kk", "provided", "none"): 1,
+        (queues[2022], "kk", "queued", "none"): 1,
+        (queues[2021], "ru", "queued", "none"): 1,
+        (queues[2022], "ru", "queued", "none"): 1,
+    }
+    for filters, expected in [
+        ({"district": district}, 5),
+        ({"district": district, "birth_year": 2021}, 2),
+        ({"district": district, "language": "ru"}, 2),
+        ({"district": district, "status": "queued"}, 3),
+        ({"district": district, "benefit_tier": "first_priority"}, 1),
+        ({"queue_name": queues[2022], "queue_type": "general"}, 3),
+        ({"district": district, "from": "2026-03-02"}, 5),  # not a counted column: counted
+    ]:
+        page = registry.list_queue(filters, 1, 2)
+        assert (page["total"], len(page["items"])) == (expected, min(2, expected)), filters
+
+    # writes that bypass the handler (a bulk copy, reconcile's repair) keep them too
+    with db_engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO registry.queue_entries (application_number, revision, queue_name, "
+            "district, queue_type, birth_year, language, status, benefit_tier, filed_at, "
+            "applicant_name, child_name, republished_at) SELECT :t || '-bulk-' || i, 1, :q, "
+            ":d, 'general', 2021, 'kk', 'queued', 'none', now(), 'A', 'B', now() "
+            "FROM generate_series(1, 3) i"), {"t": f"C{tag}", "q": queues[2021], "d": district})
+        conn.execute(text("DELETE FROM registry.queue_entries WHERE application_number = :n"),
+                     {"n": numbers[5]})
+    assert counted() == actual()
+    assert registry.list_queue({"district": district}, 1, 50)["total"] == 7

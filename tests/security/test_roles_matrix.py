@@ -19,7 +19,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
         "/api/v1/organizations", "/api/v1/organizations/{id}", "/api/v1/queue",
         "/api/v1/queue/lookup", "/api/v1/vacancies", "/api/v1/releases", "/api/v1/directions",
         "/api/v1/statistics", "/api/v1/districts", "/api/v1/benefit-categories",
-        "/api/v1/openapi.json")},
+        "/api/v1/languages", "/api/v1/openapi.json")},
     ("POST", "/api/v1/auth/otp"): PUBLIC,
     ("POST", "/api/v1/auth/token"): PUBLIC,
     # api.md "Applicant"
