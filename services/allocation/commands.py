@@ -22,6 +22,7 @@ from services.allocation.domain import Rules
 from services.common import contracts
 from services.common.db import DatabaseAccess, Tx
 from services.common.errors import Conflict, Forbidden, NotFound, RuleRefused
+from services.common.ledger import append_at_commit
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +45,54 @@ def _request_id(actor: Mapping[str, Any] | None) -> str | None:
 
 @contextlib.contextmanager
 def _transaction(db: DatabaseAccess) -> Iterator[Tx]:
-    """db.transaction() whose journal rows (see _journal) are appended just before commit.
+    """db.transaction() whose outbox events (_publish, _audit) and journal rows (_journal) are
+    written at the end, in one statement each, in the order they were made.
 
+    The journal rows go through ``allocation.journal_pending``: the database appends them to
+    the journal when the transaction commits (services.common.ledger.append_at_commit_sql).
     The journal's chain trigger holds a lock that every appender in the schema waits for until
-    the appending transaction commits; appending last keeps that wait to one round trip.
+    the appending transaction ends; taken inside COMMIT, it is held for no round trip of ours.
+    If the block raises, nothing of it is written (the transaction rolls back anyway).
     """
     with db.transaction() as tx:
         tx.pending_journal = []
+        tx.pending_events = []
         yield tx
-        for stream, kind, data in tx.pending_journal:
-            tx.journal(stream, kind, data)
+        _flush(tx)
+
+
+def _flush(tx: Tx) -> None:
+    events, tx.pending_events = tx.pending_events, []
+    rows, tx.pending_journal = tx.pending_journal, []
+    if events:
+        tx.published += storage.insert_outbox(tx, events)
+    # appended to the journal by the database at commit (services.common.ledger)
+    append_at_commit(tx, rows)
 
 
 def _journal(tx: Tx, stream: str, kind: str, data: dict[str, Any]) -> None:
     tx.pending_journal.append((stream, kind, data))
 
 
+def _outbox(tx: Tx, event: dict[str, Any], exchange: str, routing_key: str) -> None:
+    pending = getattr(tx, "pending_events", None)
+    if pending is None:
+        tx.publish(event, exchange=exchange, routing_key=routing_key)
+    else:
+        pending.append((exchange, routing_key, event))
+
+
 def _publish(tx: Tx, event_type: str, data: dict[str, Any], request_id: str | None) -> None:
-    tx.publish(contracts.envelope(SOURCE, event_type, data, request_id))
+    """An event of ours into the outbox (as Tx.publish writes it), with the transaction."""
+    _outbox(tx, contracts.envelope(SOURCE, event_type, data, request_id), f"{SOURCE}.events",
+            event_type)
+
+
+def _audit(tx: Tx, record: dict[str, Any]) -> None:
+    """A system action for the audit log, through the outbox (as Tx.audit writes it)."""
+    from services.common.amqp import AUDIT_EXCHANGE
+
+    _outbox(tx, contracts.audit_record(**record), AUDIT_EXCHANGE, "audit_record")
 
 
 def _release_quietly(release_reservation: Remote | None, place_id: str) -> None:
@@ -98,8 +129,9 @@ def release_places(db: DatabaseAccess, rules: Rules, organization_id: Any, group
     try:
         with _transaction(db) as tx:
             storage.lock_group(tx, group_id)
+            open_places, now = storage.count_open_places_and_now(tx, group_id)
             free = domain.free_capacity(group.get("capacity") or 0, group.get("enrolled") or 0,
-                                        storage.count_open_places(tx, group_id))
+                                        open_places)
             if free < places:
                 raise RuleRefused(
                     f"the group has {free} free place(s) to release", field="places",
@@ -108,7 +140,8 @@ def release_places(db: DatabaseAccess, rules: Rules, organization_id: Any, group
                                              actor, idempotency_key=key)
             if release is None:
                 raise _AlreadyDone()
-            place_ids = _new_places(tx, rules, release, group, places, _request_id(actor))
+            place_ids = _new_places(tx, rules, release, group, places, _request_id(actor),
+                                    now=now)
     except _AlreadyDone:
         with db.read() as tx:
             done = storage.release_by_key(tx, key)
@@ -126,12 +159,14 @@ def _release_result(release: dict[str, Any], organization_id: int,
 
 
 def _new_places(tx: Tx, rules: Rules, release: dict[str, Any], group: Mapping[str, Any],
-                count: int, request_id: str | None) -> list[str]:
-    now = tx.now()
+                count: int, request_id: str | None, now: Any = None) -> list[str]:
+    """``count`` new places of a release (one statement), each journalled and published."""
+    now = now or tx.now()
     starts, ends = rules.priority_period_from(now)
     place_ids = []
+    new = []
     for _ in range(count):
-        place = storage.insert_place(tx, {
+        new.append({
             "place_id": str(uuid.uuid4()),
             "release_id": release["release_id"],
             "organization_id": release["organization_id"],
@@ -149,6 +184,7 @@ def _new_places(tx: Tx, rules: Rules, release: dict[str, Any], group: Mapping[st
             "priority_starts_at": starts,
             "priority_ends_at": ends,
         })
+    for place in storage.insert_places(tx, new):
         snapshot = domain.place_snapshot(place)
         _journal(tx, f"place:{snapshot['place_id']}", "place_released",
                  {**snapshot, "release_kind": release["kind"]})
@@ -193,9 +229,9 @@ def _transfer_release(tx: Tx, rules: Rules, direction: dict[str, Any], old_group
     if release is None:
         return []
     place_ids = _new_places(tx, rules, release, old_group, 1, request_id)
-    tx.audit(contracts.system_audit(SOURCE, "release_transfer_place",
-                                    f"place:{place_ids[0]} direction:{direction['number']}",
-                                    request_id=request_id))
+    _audit(tx, contracts.system_audit(SOURCE, "release_transfer_place",
+                                      f"place:{place_ids[0]} direction:{direction['number']}",
+                                      request_id=request_id))
     return place_ids
 
 
@@ -205,11 +241,11 @@ def _issue(tx: Tx, rules: Rules, place: dict[str, Any], entry: Mapping[str, Any]
            request_id: str | None, system: bool) -> dict[str, Any]:
     """Issue a direction for a locked place to a reserved queue entry."""
     number = entry["application_number"]
-    if storage.open_direction_of_application(tx, number) is not None:
+    sequence, issued_at, held = storage.next_direction_for(tx, number)
+    if held:
         # the queue should never reserve a child who holds a direction; refuse loudly
         raise Conflict(f"application {number} already holds an open direction",
                        field="application_number", code="ALREADY_DIRECTED")
-    sequence, issued_at = storage.next_direction_sequence(tx)
     direction = storage.insert_direction(tx, {
         "number": domain.direction_number(sequence),
         "place_id": str(place["place_id"]),
@@ -235,7 +271,7 @@ def _issue(tx: Tx, rules: Rules, place: dict[str, Any], entry: Mapping[str, Any]
     _publish(tx, "direction_issued", snapshot, request_id)
     _publish(tx, "place_changed", domain.place_snapshot(place), request_id)
     if system:
-        tx.audit(contracts.system_audit(
+        _audit(tx, contracts.system_audit(
             SOURCE, "allocate", f"place:{place['place_id']} direction:{direction['number']}",
             request_id=request_id))
     return direction
@@ -247,8 +283,8 @@ def _open_vacancy(tx: Tx, place: dict[str, Any], why: str, request_id: str | Non
     snapshot = domain.place_snapshot(place)
     _journal(tx, f"place:{snapshot['place_id']}", "vacancy_opened", {**snapshot, "why": why})
     _publish(tx, "place_changed", snapshot, request_id)
-    tx.audit(contracts.system_audit(SOURCE, "open_vacancy", f"place:{snapshot['place_id']}",
-                                    request_id=request_id))
+    _audit(tx, contracts.system_audit(SOURCE, "open_vacancy", f"place:{snapshot['place_id']}",
+                                      request_id=request_id))
 
 
 def _awaits_allocation(place: Mapping[str, Any] | None, revision: int) -> bool:
@@ -269,17 +305,17 @@ def allocate_place(db: DatabaseAccess, rules: Rules, event_id: str, data: Mappin
     """
     place_id, revision = str(data["place_id"]), int(data["revision"])
     with db.read() as tx:
-        if storage.inbox_has(tx, ALLOCATE_HANDLER, event_id):
-            return "duplicate"
-        place = storage.get_place(tx, place_id)
+        place, handled = storage.place_and_inbox(tx, place_id, ALLOCATE_HANDLER, event_id)
+    if handled:
+        return "duplicate"
     entry, tries = None, 0
     while _awaits_allocation(place, revision):
         entry = reserve_next(domain.queue_place(place))
         with _transaction(db) as tx:
-            place = storage.get_place(tx, place_id, lock="update")
-            if _awaits_allocation(place, revision) and not (
-                    entry and storage.closed_direction_exists(
-                        tx, place_id, entry["application_number"], entry.get("reserved_at"))):
+            place, stale = storage.lock_place_to_issue(
+                tx, place_id, entry["application_number"] if entry else None,
+                entry.get("reserved_at") if entry else None)
+            if _awaits_allocation(place, revision) and not stale:
                 if not tx.claim_event(ALLOCATE_HANDLER, event_id):
                     return "duplicate"
                 if entry:
@@ -457,8 +493,8 @@ def resolve_pool(db: DatabaseAccess, rules: Rules, place_id: str, reserve_claima
                 "claims": numbers, "winner": winner,
                 "direction_number": direction["number"] if direction else None})
             if not direction:
-                tx.audit(contracts.system_audit(SOURCE, "resolve_claims", f"place:{place_id}",
-                                                outcome="no_fit", request_id=request_id))
+                _audit(tx, contracts.system_audit(SOURCE, "resolve_claims", f"place:{place_id}",
+                                                  outcome="no_fit", request_id=request_id))
             return direction
     except Exception:
         if reserved:
@@ -591,8 +627,8 @@ def _close(db: DatabaseAccess, rules: Rules, number: Any, status: str, reason: s
         place = storage.get_place(tx, str(direction["place_id"]), lock="update")
         _re_release(tx, rules, place, number, request_id)
         if system:
-            tx.audit(contracts.system_audit(SOURCE, "expire", f"direction:{number}",
-                                            request_id=request_id))
+            _audit(tx, contracts.system_audit(SOURCE, "expire", f"direction:{number}",
+                                              request_id=request_id))
     return snapshot
 
 

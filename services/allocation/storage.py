@@ -51,6 +51,35 @@ def inbox_has(tx: Tx, handler: str, event_id: str) -> bool:
     ).first() is not None
 
 
+def place_and_inbox(tx: Tx, place_id: str, handler: str,
+                    event_id: str) -> tuple[dict[str, Any] | None, bool]:
+    """(the place or None, whether the event is in the inbox already): one round trip."""
+    row = _row(tx.execute(
+        f"SELECT p.*, EXISTS (SELECT 1 FROM {S}.inbox WHERE handler = :h "
+        "AND event_id = CAST(:e AS uuid)) AS _handled "
+        f"FROM (SELECT 1) one LEFT JOIN {S}.places p ON p.place_id = CAST(:p AS uuid)",
+        {"h": handler, "e": event_id, "p": place_id}))
+    handled = bool(row.pop("_handled"))
+    return (row if row["place_id"] is not None else None), handled
+
+
+# -- outbox ----------------------------------------------------------------------------------
+def insert_outbox(tx: Tx, events: list[tuple[str, str, dict[str, Any]]]) -> int:
+    """Outbox rows ``(exchange, routing_key, envelope)`` in this order, in one statement: the
+    rows Tx.publish would write one by one (the same JSON). Returns how many."""
+    from services.common.bulk import rows_json
+
+    if not events:
+        return 0
+    tx.execute(
+        f"INSERT INTO {S}.outbox (exchange, routing_key, payload) "
+        "SELECT r.x, r.k, r.p FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        "AS (x text, k text, p jsonb)) WITH ORDINALITY AS r(x, k, p, i) ORDER BY r.i",
+        {"rows": rows_json({"x": x, "k": k, "p": p} for x, k, p in events)},
+    )
+    return len(events)
+
+
 # -- releases --------------------------------------------------------------------------------
 def lock_group(tx: Tx, group_id: int) -> None:
     """Serialise releases of one group so two of them cannot both pass the capacity check."""
@@ -62,6 +91,14 @@ def count_open_places(tx: Tx, group_id: int) -> int:
         f"SELECT count(*) FROM {S}.places WHERE group_id = :g AND status <> 'filled'",
         {"g": group_id},
     ).scalar())
+
+
+def count_open_places_and_now(tx: Tx, group_id: int) -> tuple[int, dt.datetime]:
+    """count_open_places and the database clock, in one round trip (after lock_group)."""
+    row = tx.execute(
+        f"SELECT (SELECT count(*) FROM {S}.places WHERE group_id = :g AND status <> 'filled'),"
+        " clock_timestamp()", {"g": group_id}).one()
+    return int(row[0]), row[1]
 
 
 def insert_release(tx: Tx, kind: str, organization_id: int, group_id: int, places: int,
@@ -112,12 +149,50 @@ def insert_place(tx: Tx, place: dict[str, Any]) -> dict[str, Any]:
     ))
 
 
+def insert_places(tx: Tx, places: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """insert_place for many places in one statement; the rows in the order given."""
+    from services.common.bulk import rows_json
+
+    if not places:
+        return []
+    cols = PLACE_INSERT_COLUMNS
+    types = {"place_id": "uuid", "release_id": "bigint", "organization_id": "bigint",
+             "group_id": "bigint", "birth_year": "integer", "released_at": "timestamptz",
+             "priority_starts_at": "timestamptz", "priority_ends_at": "timestamptz"}
+    typed = ", ".join(f"{c} {types.get(c, 'text')}" for c in cols)
+    rows = tx.execute(
+        f"INSERT INTO {S}.places ({', '.join(cols)}) "
+        f"SELECT {', '.join('r.' + c for c in cols)} FROM ROWS FROM (jsonb_to_recordset("
+        f"CAST(:rows AS jsonb)) AS ({typed})) "
+        f"WITH ORDINALITY AS r({', '.join(cols)}, i) ORDER BY r.i RETURNING *",
+        {"rows": rows_json({c: p.get(c) for c in cols} for p in places)},
+    ).mappings().all()
+    by_id = {str(r["place_id"]): dict(r) for r in rows}
+    return [by_id[str(p["place_id"])] for p in places]
+
+
 def get_place(tx: Tx, place_id: str, lock: str | None = None) -> dict[str, Any] | None:
     """``lock``: None, "update", "update_skip" (SKIP LOCKED) or "share"."""
     suffix = {None: "", "update": " FOR UPDATE", "update_skip": " FOR UPDATE SKIP LOCKED",
               "share": " FOR SHARE"}[lock]
     return _row(tx.execute(
         f"SELECT * FROM {S}.places WHERE place_id = CAST(:p AS uuid){suffix}", {"p": place_id}))
+
+
+def lock_place_to_issue(tx: Tx, place_id: str, application_number: str | None,
+                        reserved_at: str | None) -> tuple[dict[str, Any] | None, bool]:
+    """get_place(lock="update") and closed_direction_exists in one round trip: (the locked
+    place or None, whether this reservation is the stale one of a closed direction)."""
+    row = _row(tx.execute(
+        f"SELECT p.*, (CAST(:a AS text) IS NOT NULL AND EXISTS ("
+        f"SELECT 1 FROM {S}.directions d WHERE d.place_id = p.place_id "
+        "AND d.application_number = CAST(:a AS text) AND d.status <> 'issued' "
+        "AND (CAST(:r AS timestamptz) IS NULL OR d.issued_at >= CAST(:r AS timestamptz)))) "
+        f"AS _stale FROM {S}.places p WHERE p.place_id = CAST(:p AS uuid) FOR UPDATE OF p",
+        {"p": place_id, "a": application_number, "r": reserved_at}))
+    if row is None:
+        return None, False
+    return row, bool(row.pop("_stale"))
 
 
 def update_place(tx: Tx, place_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +231,17 @@ def next_direction_sequence(tx: Tx) -> tuple[int, dt.datetime]:
     """The next direction sequence number and the database clock, in one round trip."""
     row = tx.execute(f"SELECT nextval('{S}.direction_number_seq'), clock_timestamp()").one()
     return int(row[0]), row[1]
+
+
+def next_direction_for(tx: Tx, application_number: str) -> tuple[int, dt.datetime, bool]:
+    """next_direction_sequence and open_direction_of_application in one round trip: (the next
+    direction sequence number, the database clock, whether the application already holds an
+    open direction)."""
+    row = tx.execute(
+        f"SELECT nextval('{S}.direction_number_seq'), clock_timestamp(), EXISTS ("
+        f"SELECT 1 FROM {S}.directions WHERE application_number = :a AND status = 'issued')",
+        {"a": application_number}).one()
+    return int(row[0]), row[1], bool(row[2])
 
 
 def insert_direction(tx: Tx, direction: dict[str, Any]) -> dict[str, Any]:

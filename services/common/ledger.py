@@ -92,6 +92,59 @@ REVOKE UPDATE, DELETE, TRUNCATE ON {s}.{t} FROM PUBLIC;
 """
 
 
+def append_at_commit_sql(schema: str, table: str = "journal") -> str:
+    """Let a transaction hand ``schema.table`` its rows to be appended AT COMMIT.
+
+    A row inserted into ``<table>_pending`` (stream, kind, data, corrects) is appended to the
+    chained table by a deferred constraint trigger when its transaction commits, in the order
+    the rows were inserted, and removed from the pending table in the same step; a transaction
+    that rolls back appends nothing. The chain trigger works exactly as for a direct INSERT
+    (same lock, seq, clock, hash), only later: the table's lock is then taken inside COMMIT
+    and held for no client round trip, where a direct INSERT holds it until the client's
+    COMMIT arrives. The pending table is empty outside open transactions (so it is unlogged:
+    nothing in it can outlive its transaction, and a crash loses nothing committed).
+    """
+    s, t = schema, table
+    return f"""
+CREATE UNLOGGED TABLE {s}.{t}_pending (
+    id bigserial PRIMARY KEY,
+    stream text NOT NULL,
+    kind text NOT NULL,
+    data jsonb NOT NULL,
+    corrects bigint
+);
+
+CREATE FUNCTION {s}.{t}_append_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {s}.{t} (stream, kind, data, corrects)
+        VALUES (NEW.stream, NEW.kind, NEW.data, NEW.corrects);
+    DELETE FROM {s}.{t}_pending WHERE id = NEW.id;
+    RETURN NULL;
+END $$;
+
+CREATE CONSTRAINT TRIGGER {t}_pending_append AFTER INSERT ON {s}.{t}_pending
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION {s}.{t}_append_pending();
+"""
+
+
+def append_at_commit(tx, rows: list[tuple[str, str, dict]]) -> int:
+    """Hand ``(stream, kind, data)`` rows to ``<tx.schema>.journal_pending`` (see
+    :func:`append_at_commit_sql`): they are appended to the journal, in this order, when the
+    transaction commits. One statement; returns how many."""
+    import json
+
+    if not rows:
+        return 0
+    tx.execute(
+        f"INSERT INTO {tx.schema}.journal_pending (stream, kind, data) "
+        "SELECT r.s, r.k, r.d FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        "AS (s text, k text, d jsonb)) WITH ORDINALITY AS r(s, k, d, i) ORDER BY r.i",
+        {"rows": json.dumps([{"s": s, "k": k, "d": d} for s, k, d in rows], default=str)},
+    )
+    return len(rows)
+
+
 def verify(conn, schema: str, table: str = "journal") -> dict:
     """Recompute the chain of a chained table.
 

@@ -10,11 +10,13 @@ Every change to an entry goes through :func:`_change`: revision + 1, a journal r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Iterator
 
 from services.common import contracts
+from services.common.ledger import append_at_commit
 from services.common.db import DatabaseAccess, Tx
 from services.common.errors import BadInput, Conflict, Forbidden, NotFound, RuleRefused
 from services.queue import domain, storage
@@ -207,8 +209,29 @@ def _change(tx: Tx, entry: dict[str, Any], kind: str, changes: dict[str, Any],
 def _record(tx: Tx, entry: dict[str, Any], kind: str, request_id: str | None,
             note: dict[str, Any] | None) -> None:
     snap = domain.snapshot(entry)
-    tx.journal(f"application:{entry['application_number']}", kind, {**snap, **(note or {})})
     tx.publish(contracts.envelope(SERVICE, "queue_entry_changed", snap, request_id))
+    row = (f"application:{entry['application_number']}", kind, {**snap, **(note or {})})
+    pending = getattr(tx, "pending_journal", None)
+    if pending is None:
+        tx.journal(*row)
+    else:
+        pending.append(row)
+
+
+@contextlib.contextmanager
+def _transaction(db: DatabaseAccess) -> Iterator[Tx]:
+    """db.transaction() whose journal rows (see _record) are appended to the journal by the
+    database when it commits, in the order they were made (``queue.journal_pending``:
+    services.common.ledger.append_at_commit_sql).
+
+    The journal's chain trigger holds a lock that every appender in the schema waits for until
+    the appending transaction ends: taken inside COMMIT, it is held for no round trip of ours.
+    """
+    with db.transaction() as tx:
+        tx.pending_journal = []
+        yield tx
+        rows, tx.pending_journal = tx.pending_journal, []
+        append_at_commit(tx, rows)
 
 
 def _claim(tx: Tx, event: tuple[str, str] | None) -> bool:
@@ -236,7 +259,7 @@ def enqueue(db: DatabaseAccess, entry: Any, event: tuple[str, str] | None = None
             request_id: str | None = None) -> dict[str, Any] | str:
     """Put an application into its queue; idempotent by application number."""
     row = validate_entry(entry)
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         if not _claim(tx, event):
             return DUPLICATE
         storage.lock_application(tx, row["application_number"])
@@ -272,7 +295,7 @@ def application_withdrawn(db: DatabaseAccess, data: dict[str, Any],
                           event: tuple[str, str] | None = None,
                           request_id: str | None = None) -> dict[str, Any] | str | None:
     number = _number(data.get("application_number"))
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         if not _claim(tx, event):
             return DUPLICATE
         storage.lock_application(tx, number)  # an enqueue now cannot miss what we save
@@ -317,7 +340,7 @@ def benefit_verified(db: DatabaseAccess, data: dict[str, Any],
                      request_id: str | None = None) -> dict[str, Any] | str | None:
     """An officer's decision on the benefit claim: approved counts, refused means no tier."""
     number = _number(data.get("application_number"))
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         if not _claim(tx, event):
             return DUPLICATE
         storage.lock_application(tx, number)  # an enqueue now cannot miss what we save
@@ -339,7 +362,7 @@ def direction_event(db: DatabaseAccess, data: dict[str, Any],
     if status not in ("issued", "enrolled", *domain.DIRECTION_STOP_REASONS):
         raise BadInput(f"unknown direction status {status!r}", "status")
     place_id = str(data.get("place_id"))
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         if not _claim(tx, event):
             return DUPLICATE
         entry = _locked(tx, number)  # a direction always follows a reservation: retry if absent
@@ -350,17 +373,24 @@ def direction_event(db: DatabaseAccess, data: dict[str, Any],
             storage.mark_reservation_issued(tx, place_id, number, str(data.get("number")))
             if entry["status"] == "queued":
                 entry = _change(tx, entry, "offered", {"status": "offered"}, request_id, note)
-            return queue_row(entry, storage.queue_number(tx, entry))
+            return _direction_result(tx, entry, event)
         storage.close_reservations_of_direction(tx, place_id, number, status)
         if entry["status"] not in ("queued", "offered"):
-            return queue_row(entry, storage.queue_number(tx, entry))  # withdrawn is final
+            return _direction_result(tx, entry, event)  # withdrawn is final
         if status == "enrolled":
             entry = _change(tx, entry, "provided", {"status": "provided"}, request_id, note)
         else:
             reason = domain.DIRECTION_STOP_REASONS[status]
             entry = _change(tx, entry, "stop_list_entered", _stop(reason, tx.now(), None),
                             request_id, {**note, "reason": reason})
-        return queue_row(entry, storage.queue_number(tx, entry))
+        return _direction_result(tx, entry, event)
+
+
+def _direction_result(tx: Tx, entry: dict[str, Any], event: tuple[str, str] | None
+                      ) -> dict[str, Any]:
+    """The entry's queue row; an event handler (``event`` given) throws it away, so its live
+    queue number (an index range count) is counted only for a direct call."""
+    return queue_row(entry, None if event is not None else storage.queue_number(tx, entry))
 
 
 # -- reservations -------------------------------------------------------------------------------------------
@@ -369,7 +399,7 @@ def reserve_next(db: DatabaseAccess, place: Any,
     """Reserve the first eligible child who chose the place's organisation (priority period)."""
     place = validate_place(place)
     kind = place["group_type"]
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         storage.lock_place(tx, place["place_id"])
         existing = storage.open_reservation(tx, place["place_id"])
         if existing is not None:
@@ -390,7 +420,7 @@ def reserve_claimant(db: DatabaseAccess, place: Any, application_numbers: Any,
         raise BadInput("application_numbers must be a list", "application_numbers")
     numbers = [_number(n, "application_numbers") for n in application_numbers]
     kind = place["group_type"]
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         storage.lock_place(tx, place["place_id"])
         existing = storage.open_reservation(tx, place["place_id"])
         if existing is not None:
@@ -405,9 +435,15 @@ def reserve_claimant(db: DatabaseAccess, place: Any, application_numbers: Any,
 
 def _reserve(tx: Tx, entry: dict[str, Any], place: dict[str, Any], kind: str,
              request_id: str | None) -> dict[str, Any]:
-    reservation = storage.insert_reservation(tx, place, entry["application_number"], kind)
-    entry = _change(tx, entry, "offered", {"status": "offered"}, request_id,
-                    {"place_id": place["place_id"], "reservation": kind})
+    note = {"place_id": place["place_id"], "reservation": kind}
+    if entry["status"] != "queued":  # the pickers lock queued entries only
+        reservation = storage.insert_reservation(tx, place, entry["application_number"], kind)
+        entry = _change(tx, entry, "offered", {"status": "offered"}, request_id, note)
+        return reserved_row(entry, reservation)
+    # what insert_reservation + _change(... "offered" ...) do, in one round trip
+    entry, reservation = storage.reserve_queued_entry(tx, place, entry["application_number"],
+                                                      kind)
+    _record(tx, entry, "offered", request_id, note)
     return reserved_row(entry, reservation)
 
 
@@ -428,7 +464,7 @@ def release_reservation(db: DatabaseAccess, place_id: Any,
                         request_id: str | None = None) -> dict[str, Any]:
     """Free the entry reserved for a place whose direction could not be issued."""
     place_id = _text({"place_id": place_id}, "place_id")
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         storage.lock_place(tx, place_id)
         reservation = storage.open_reservation(tx, place_id)
         if reservation is not None:
@@ -485,7 +521,7 @@ def postpone(db: DatabaseAccess, application_number: Any, until: Any,
     """The applicant puts the application on the stop-list until a date of their choice."""
     actor = validate_actor(actor)
     number = _number(application_number)
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         entry = _locked(tx, number)
         _may_act_for(actor, entry)
         moment = _future(tx, until)
@@ -502,7 +538,7 @@ def resume(db: DatabaseAccess, application_number: Any, actor: Any) -> dict[str,
     """Back to the queue from the stop-list, keeping the original filing moment."""
     actor = validate_actor(actor)
     number = _number(application_number)
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         entry = _locked(tx, number)
         _may_act_for(actor, entry)
         _refuse_final(entry)
@@ -523,7 +559,7 @@ def stop_list_enter(db: DatabaseAccess, application_number: Any, reason: Any, un
     if reason not in domain.OFFICER_STOP_REASONS:
         raise BadInput(f"reason must be one of {', '.join(domain.OFFICER_STOP_REASONS)}",
                        "reason")
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         moment = _future(tx, until, required=False)
         entry = _locked(tx, number)
         _refuse_final(entry)
@@ -540,7 +576,7 @@ def stop_list_exit(db: DatabaseAccess, application_number: Any, actor: Any) -> d
     actor = validate_actor(actor)
     _officer(actor)
     number = _number(application_number)
-    with db.transaction() as tx:
+    with _transaction(db) as tx:
         entry = _locked(tx, number)
         _refuse_final(entry)
         if entry["status"] != "stop_listed":
@@ -554,7 +590,7 @@ def exit_due(db: DatabaseAccess, batch: int = 200) -> int:
     """Return to the queue every stop-listed entry whose exit moment has come (timer job)."""
     total = 0
     while True:
-        with db.transaction() as tx:
+        with _transaction(db) as tx:
             due = storage.due_exits(tx, batch)
             for entry in due:
                 _change(tx, entry, "stop_list_left", _BACK_IN_QUEUE, None,

@@ -173,6 +173,36 @@ def insert_reservation(tx: Tx, place: dict[str, Any], number: str,
     ))
 
 
+_RESERVATION_COLUMNS = ("id", "place_id", "application_number", "kind", "organization_id",
+                        "birth_year", "language", "group_type", "status", "direction_number",
+                        "reserved_at", "closed_at", "close_reason")
+
+
+def reserve_queued_entry(tx: Tx, place: dict[str, Any], number: str,
+                         kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """For a locked, queued entry in one statement: insert_reservation, the entry ``offered``
+    (update_entry: revision + 1) and its candidate rows gone (refresh_candidates of an entry
+    no longer queued). Returns (the new entry row, the reservation)."""
+    reservation_cols = ", ".join(f"r.{c} AS _r_{c}" for c in _RESERVATION_COLUMNS)
+    row = tx.execute(
+        f"""WITH r AS (
+                INSERT INTO {S}.reservations (place_id, application_number, kind,
+                    organization_id, birth_year, language, group_type)
+                VALUES (:p, :n, :k, :org, :by, :lang, :gt) RETURNING *),
+            c AS (DELETE FROM {S}.candidates WHERE application_number = :n),
+            u AS (UPDATE {S}.entries AS e SET status = 'offered', revision = e.revision + 1,
+                      updated_at = clock_timestamp()
+                  WHERE e.application_number = :n AND e.status = 'queued'
+                  RETURNING {_SELECT})
+            SELECT u.*, {reservation_cols} FROM u CROSS JOIN r""",
+        {"p": place["place_id"], "n": number, "k": kind, "org": place["organization_id"],
+         "by": place["birth_year"], "lang": place["language"], "gt": place["group_type"]},
+    ).mappings().one()
+    entry = {c: row[c] for c in ENTRY_COLUMNS}
+    reservation = {c: row[f"_r_{c}"] for c in _RESERVATION_COLUMNS}
+    return entry, reservation
+
+
 def close_reservation(tx: Tx, reservation_id: int, status: str, reason: str) -> None:
     tx.execute(
         f"UPDATE {S}.reservations SET status = :s, closed_at = clock_timestamp(), "
