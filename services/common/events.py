@@ -24,6 +24,7 @@ import logging
 import time
 
 import eventlet
+from amqp import exceptions as amqp_exceptions
 from eventlet.semaphore import Semaphore
 from kombu import Queue
 from nameko.events import EventHandler, get_event_exchange
@@ -134,9 +135,26 @@ class DeadLetteringQueueConsumer(QueueConsumer):
                         message.headers)
         except Exception:  # noqa: BLE001 - RabbitMQ dead-letters it, naming the queue in x-death
             log.exception("could not publish the undecodable message to the DLQ; rejecting it")
-            message.reject(requeue=False)
+            settle(lambda m: m.reject(requeue=False), message)
             return
-        message.ack()
+        settle(lambda m: m.ack(), message)
+
+
+BROKER_GONE = (OSError, amqp_exceptions.ConnectionError, amqp_exceptions.ChannelError,
+               amqp_exceptions.RecoverableConnectionError)
+
+
+def settle(action, message) -> None:
+    """Ack or requeue a message; if the broker connection went away meanwhile (RabbitMQ
+    restarting), the broker has already put the message back for redelivery, and the inbox drops
+    the copy of work that was done. Raising here would kill the whole service container
+    (Nameko treats an error in a worker's completion as fatal), so log and go on: the consumer
+    reconnects by itself."""
+    try:
+        action(message)
+    except BROKER_GONE as exc:
+        log.warning("the broker connection went away before a message was settled (%r); it "
+                    "will be delivered again", exc)
 
 
 class ReliableEventHandler(EventHandler):
@@ -177,7 +195,7 @@ class ReliableEventHandler(EventHandler):
         if exc_info is None:
             metrics.CONSUMED.labels(service, handler, result if result == "duplicate" else "ok").inc()
             metrics.LAST_PROCESSED.labels(service).set_to_current_time()
-            self.queue_consumer.ack_message(message)
+            settle(self.queue_consumer.ack_message, message)
             return
         exc = exc_info[1]
         attempts = int(message.headers.get("x-delivery-count", 0) or 0) + 1
@@ -190,7 +208,7 @@ class ReliableEventHandler(EventHandler):
             metrics.CONSUMED.labels(service, handler, "retried").inc()
             # holding the message a while spreads the attempts over a restart of what failed
             eventlet.sleep(retry_wait(attempts))
-            self.queue_consumer.requeue_message(message)
+            settle(self.queue_consumer.requeue_message, message)
             return
         reason = f"{type(exc).__name__}: {exc}"
         log.error("dead-lettering a message of %s after %d attempt(s): %s",
@@ -201,11 +219,11 @@ class ReliableEventHandler(EventHandler):
         except Exception:  # noqa: BLE001 - let RabbitMQ dead-letter it instead
             log.exception("could not publish to the DLQ; rejecting to kezek.dlx")
             if message.channel.connection:
-                message.reject(requeue=False)
+                settle(lambda m: m.reject(requeue=False), message)
             metrics.CONSUMED.labels(service, handler, "dead_lettered").inc()
             return
         metrics.CONSUMED.labels(service, handler, "dead_lettered").inc()
-        self.queue_consumer.ack_message(message)
+        settle(self.queue_consumer.ack_message, message)
 
 
 reliable_handler = ReliableEventHandler.decorator

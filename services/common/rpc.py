@@ -16,6 +16,8 @@ import logging
 
 from nameko.rpc import Rpc, RpcConsumer
 
+from services.common.events import settle
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +28,8 @@ class ReplyTolerantRpcConsumer(RpcConsumer):
         except Exception as exc:  # noqa: BLE001 - the broker went away under the reply
             log.warning("could not send the reply to %s (%r); the caller will time out",
                         message.delivery_info.get("routing_key"), exc)
-            self.queue_consumer.ack_message(message)
+            # the ack fails too when the connection is gone: the broker redelivers the request
+            settle(self.queue_consumer.ack_message, message)
             return result, exc_info
 
 
