@@ -206,3 +206,38 @@ class Database(DependencyProvider):
 
     def get_dependency(self, worker_ctx) -> DatabaseAccess:
         return self.access()
+
+
+class GroupedWakeDatabase(Database):
+    """The database dependency, whose commits wake the outbox relay a moment later
+    (``OUTBOX_WAKE_DELAY_SECONDS``, default 0.02) rather than at once: in a storm the relay
+    then publishes the events of many transactions in one batch (one locking SELECT, one
+    confirmed publish, one UPDATE) instead of a few events per cycle, for a few milliseconds
+    more on each event's way. Nothing else changes: the rows are in the outbox at commit."""
+
+    def setup(self):
+        from services.common.config import settings
+
+        super().setup()
+        self.wake_delay = float(settings(self.container.config).get(
+            "OUTBOX_WAKE_DELAY_SECONDS", 0.02))
+        self._wake_due = False
+
+    def _wake_soon(self) -> None:
+        if self.relay is None or self._wake_due:
+            return
+        if self.wake_delay <= 0:
+            self.relay.wake()
+            return
+        self._wake_due = True
+
+        def wake():
+            self._wake_due = False
+            self.relay.wake()
+
+        import eventlet
+
+        eventlet.spawn_after(self.wake_delay, wake)
+
+    def access(self) -> DatabaseAccess:
+        return DatabaseAccess(self.engine, self.schema, self._wake_soon if self.relay else None)
