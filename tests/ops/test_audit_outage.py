@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import signal
 import subprocess
 import sys
 import uuid
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlencode
 
 import eventlet
 import requests
+import urllib3
 from eventlet.event import Event
-from eventlet.queue import LightQueue
 from kombu import Connection
 from sqlalchemy import text
 
@@ -72,94 +74,125 @@ def child_iins(birth: dt.date, n: int) -> list[str]:
 
 
 class Mix:
-    """The kinds of request, one after another by request number; each says what to send,
-    whose token to send it with and what status to expect."""
+    """The kinds of request, one after another by request number; each says whose token to
+    send, what to send and what status to expect.
 
-    def __init__(self, org: dict, group: dict, district: str, birth: dt.date, lookup: str,
-                 application: str, filer_phone: str, filer_iin: str):
-        self.org, self.group, self.district, self.birth = org, group, district, birth
-        self.lookup, self.application = lookup, application
+    Half of them are answered by a service behind the gateway (public registry reads,
+    queue-number lookups, applications filed and read by their owner, an officer and staff);
+    the other half the gateway answers itself (sign-in codes, refusals: 400, 401, 403, 404,
+    405). Each costs the audit log the same one record; the cheap ones keep the run short.
+    """
+
+    def __init__(self, org: dict, district: str, birth: dt.date, number: str,
+                 filer_phone: str, filer_iin: str):
+        self.org, self.district, self.birth, self.number = org, district, birth, number
         self.filer_phone, self.filer_iin = filer_phone, filer_iin
         self.kinds = [
-            ("organizations", None, self.organizations, 200),
-            ("organization", None, self.organization, 200),
-            ("queue lookup", None, self.queue_lookup, 200),
-            ("queue lookup, unknown number", None, self.queue_lookup_unknown, 404),
-            ("districts", None, self.districts, 200),
-            ("sign-in code", None, self.sign_in_code, 202),
-            ("sign-in code, bad phone", None, self.sign_in_code_bad, 400),
-            ("organizations, bad page size", None, self.bad_page_size, 400),
-            ("own applications", "reader", self.own_applications, 200),
-            ("own feed", "reader", self.own_feed, 200),
-            ("application, officer", "officer", self.application_read, 200),
-            ("application, staff", "staff", self.application_read, 200),
-            ("file application", "filer", self.file_application, 201),
-            ("own applications, no token", None, self.own_applications, 401),
-            ("create organisation, staff", "staff", self.create_organization, 403),
-            ("unknown path", None, self.unknown_path, 404),
-            ("queue registry", None, self.queue_registry, 200),
-            ("statistics", None, self.statistics, 200),
-            ("organizations", None, self.organizations, 200),
-            ("queue lookup", None, self.queue_lookup, 200),
+            ("organizations", self.organizations, 200),
+            ("organization", self.organization, 200),
+            ("queue lookup", self.queue_lookup, 200),
+            ("queue lookup, unknown number", self.queue_lookup_unknown, 404),
+            ("districts", self.districts, 200),
+            ("statistics", self.statistics, 200),
+            ("queue registry", self.queue_registry, 200),
+            ("organizations, second page", self.organizations_page, 200),
+            ("sign-in code", self.sign_in_code, 202),
+            ("file application", self.file_application, 201),
+            ("application read (owner, officer, staff)", self.application_read, 200),
+            ("sign-in code, bad phone", self.sign_in_code_bad, 400),
+            ("sign-in code, not JSON", self.sign_in_code_not_json, 400),
+            ("organizations, bad page size", self.bad_page_size, 400),
+            ("queue lookup, no number", self.queue_lookup_no_number, 400),
+            ("own applications, no token", self.no_token, 401),
+            ("create organisation, staff", self.create_organization, 403),
+            ("stop-list, applicant", self.stop_list_by_applicant, 403),
+            ("unknown path", self.unknown_path, 404),
+            ("wrong method", self.wrong_method, 405),
         ]
         filings = sum(1 for i in range(REQUESTS)
-                      if self.kinds[i % len(self.kinds)][2] == self.file_application)
+                      if self.kinds[i % len(self.kinds)][1] == self.file_application)
         self.children = iter(child_iins(birth, filings))
 
     def __call__(self, i: int):
-        name, who, build, expected = self.kinds[i % len(self.kinds)]
-        method, path, kwargs = build(i)
-        return name, who, method, path, kwargs, expected
+        """(kind, whose token or None, method, path with query, JSON body or raw bytes or None,
+        expected status) of request number ``i``."""
+        name, build, expected = self.kinds[i % len(self.kinds)]
+        who, method, path, body = build(i)
+        return name, who, method, path, body, expected
+
+    @staticmethod
+    def get(path: str, who: str | None = None, **query):
+        return who, "GET", path + ("?" + urlencode(query) if query else ""), None
 
     def organizations(self, i):
-        return "GET", "/api/v1/organizations", {"params": {"district": self.district}}
+        return self.get("/api/v1/organizations", district=self.district)
+
+    def organizations_page(self, i):
+        return self.get("/api/v1/organizations", page=2, page_size=5)
 
     def organization(self, i):
-        return "GET", f"/api/v1/organizations/{self.org['id']}", {}
+        return self.get(f"/api/v1/organizations/{self.org['id']}")
 
     def queue_lookup(self, i):
-        return "GET", "/api/v1/queue/lookup", {"params": {"application_number": self.lookup}}
+        return self.get("/api/v1/queue/lookup", application_number=self.number)
 
     def queue_lookup_unknown(self, i):
-        return "GET", "/api/v1/queue/lookup", {"params": {"application_number": "A999999999"}}
+        return self.get("/api/v1/queue/lookup", application_number="A999999999")
+
+    def queue_lookup_no_number(self, i):
+        return self.get("/api/v1/queue/lookup")
 
     def districts(self, i):
-        return "GET", "/api/v1/districts", {}
-
-    def sign_in_code(self, i):
-        return "POST", "/api/v1/auth/otp", {"json": {"phone": f"+7708{i:07d}"}}
-
-    def sign_in_code_bad(self, i):
-        return "POST", "/api/v1/auth/otp", {"json": {"phone": f"not a phone {i}"}}
-
-    def bad_page_size(self, i):
-        return "GET", "/api/v1/organizations", {"params": {"page_size": "many"}}
-
-    def own_applications(self, i):
-        return "GET", "/api/v1/applications", {}
-
-    def own_feed(self, i):
-        return "GET", "/api/v1/me/events", {"params": {"page_size": 5}}
-
-    def application_read(self, i):
-        return "GET", f"/api/v1/applications/{self.application}", {}
-
-    def file_application(self, i):
-        return "POST", "/api/v1/applications", {"json": application_body(
-            self.filer_iin, self.filer_phone, next(self.children), self.birth, self.district,
-            self.org["id"])}
-
-    def create_organization(self, i):
-        return "POST", "/api/v1/organizations", {"json": organization_body(self.district)}
-
-    def unknown_path(self, i):
-        return "GET", f"/api/v1/no-such-thing/{i}", {}
-
-    def queue_registry(self, i):
-        return "GET", "/api/v1/queue", {"params": {"district": self.district, "page_size": 5}}
+        return self.get("/api/v1/districts")
 
     def statistics(self, i):
-        return "GET", "/api/v1/statistics", {"params": {"district": self.district}}
+        return self.get("/api/v1/statistics", district=self.district)
+
+    def queue_registry(self, i):
+        return self.get("/api/v1/queue", district=self.district, page_size=5)
+
+    def sign_in_code(self, i):
+        return None, "POST", "/api/v1/auth/otp", {"phone": f"+7708{i:07d}"}
+
+    def sign_in_code_bad(self, i):
+        return None, "POST", "/api/v1/auth/otp", {"phone": f"not a phone {i}"}
+
+    def sign_in_code_not_json(self, i):
+        return None, "POST", "/api/v1/auth/otp", b'{"phone": '
+
+    def bad_page_size(self, i):
+        return self.get("/api/v1/organizations", page_size="many")
+
+    def application_read(self, i):
+        # the owner's list and feed, one application as an officer and as the staff of the
+        # organisation it names
+        turn = (i // len(self.kinds)) % 4
+        if turn == 0:
+            return self.get("/api/v1/applications", "reader")
+        if turn == 1:
+            return self.get("/api/v1/me/events", "reader", page_size=5)
+        return self.get(f"/api/v1/applications/{self.number}", ("officer", "staff")[turn - 2])
+
+    def no_token(self, i):
+        return self.get("/api/v1/applications")
+
+    def file_application(self, i):
+        return "filer", "POST", "/api/v1/applications", application_body(
+            self.filer_iin, self.filer_phone, next(self.children), self.birth, self.district,
+            self.org["id"])
+
+    def create_organization(self, i):
+        return "staff", "POST", "/api/v1/organizations", organization_body(self.district)
+
+    def stop_list_by_applicant(self, i):
+        return ("filer", "POST", f"/api/v1/applications/{self.number}/stop-list",
+                {"reason": "documents_check", "until": None})
+
+    def unknown_path(self, i):
+        return self.get(f"/api/v1/no-such-thing/{i}")
+
+    def wrong_method(self, i):
+        return None, "DELETE", "/api/v1/districts", None
 
 
 def application_body(parent_iin, parent_phone, child_iin, birth, district, org_id) -> dict:
@@ -203,7 +236,6 @@ def set_up_data(system: System) -> tuple[Mix, dict[str, str]]:
         "name": "Ортаңғы топ", "group_type": "general", "birth_year": birth.year,
         "language": "kk", "capacity": 25, "enrolled": 10}, timeout=30)
     assert r.status_code == 201, r.text
-    group = r.json()
     system.add_user("staff", staff_phone, organization_id=org["id"])
     staff = system.sign_in(staff_phone, fingerprint="setup")
     parent = system.sign_in(parent_phone, fingerprint="setup")
@@ -220,7 +252,7 @@ def set_up_data(system: System) -> tuple[Mix, dict[str, str]]:
                                   params={"application_number": number},
                                   timeout=10).status_code == 200,
              timeout=60, interval=0.2, message="the setup's application in the queue registry")
-    mix = Mix(org, group, district, birth, number, number, filer_phone,
+    mix = Mix(org, district, birth, number, filer_phone,
               make_iin(dt.date(1991, 6, 18), "F", 321))
     tokens = {"officer": officer["token"], "staff": staff["token"], "reader": parent["token"],
               "filer": filer["token"]}
@@ -239,7 +271,8 @@ def run_records(engine, user_agent: str) -> list[tuple[str, str]]:
 def count_run_records(engine, user_agent: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM audit.audit_log "
-                                     "WHERE user_agent = :ua"), {"ua": user_agent}).scalar())
+                                     "WHERE user_agent = :ua AND service = 'gateway'"),
+                                {"ua": user_agent}).scalar())
 
 
 def test_audit_log_keeps_every_request_across_two_audit_outages(tmp_path):
@@ -256,25 +289,26 @@ def test_audit_log_keeps_every_request_across_two_audit_outages(tmp_path):
         user_agent = f"kezek-audit-outage/{uuid.uuid4().hex}"
         answers: dict[int, tuple[str, int, int, str | None]] = {}
         failures: list[str] = []
-        sessions: LightQueue = LightQueue()
-        for _ in range(IN_FLIGHT):
-            sessions.put(requests.Session())
+        # urllib3 rather than requests: the client shares two cores with five services, and
+        # requests spends about twice the CPU per call
+        host, port = cluster.base_url.removeprefix("http://").split(":")
+        http = urllib3.HTTPConnectionPool(host, int(port), maxsize=IN_FLIGHT, block=True,
+                                          retries=False, timeout=60)
 
         def one(i: int) -> None:
-            name, who, method, path, kwargs, expected = mix(i)
+            name, who, method, path, body, expected = mix(i)
             headers = {"User-Agent": user_agent, "X-Device-Fingerprint": f"outage-{i % 50}"}
             if who is not None:
                 headers["Authorization"] = f"Bearer {tokens[who]}"
-            session = sessions.get()
+            if isinstance(body, dict):
+                body = json.dumps(body).encode()
+            if body is not None:
+                headers["Content-Type"] = "application/json"
             try:
-                r = session.request(method, cluster.base_url + path, headers=headers,
-                                    timeout=60, **kwargs)
-                answers[i] = (name, expected, r.status_code, r.headers.get("X-Request-Id"))
+                r = http.request(method, path, body=body, headers=headers)
+                answers[i] = (name, expected, r.status, r.headers.get("X-Request-Id"))
             except Exception as exc:  # noqa: BLE001 - reported below: its record is unknowable
                 failures.append(f"request {i} ({name}): {exc!r}")
-                session = requests.Session()
-            finally:
-                sessions.put(session)
 
         # -- the outages, tied to progress -------------------------------------------------------
         stopped, started, killed, restarted = Event(), Event(), Event(), Event()
@@ -332,6 +366,7 @@ def test_audit_log_keeps_every_request_across_two_audit_outages(tmp_path):
                 gates[i].wait()
             pool.spawn_n(one, i)
         pool.waitall()
+        http.close()
         control.wait()
 
         # -- every request answered as its kind is answered, none by "audit unavailable" --------
@@ -350,7 +385,10 @@ def test_audit_log_keeps_every_request_across_two_audit_outages(tmp_path):
             return (count_run_records(engine, user_agent) >= REQUESTS
                     and queue_depth(config["AMQP_URI"], AUDIT_QUEUE) == 0)
 
-        wait_for(all_stored, timeout=180, interval=0.5, message="10,000 records stored")
+        try:
+            wait_for(all_stored, timeout=180, interval=0.5, message="10,000 records stored")
+        except AssertionError:
+            pass  # the assertions below say what is missing
         stored = run_records(engine, user_agent)
         by_request = Counter(rid for rid, _ in stored)
         twice = [rid for rid, n in by_request.items() if n > 1]
