@@ -264,3 +264,21 @@ def rpc_proxy(config: dict, timeout: float = 30):
     from nameko.standalone.rpc import ClusterRpcProxy
 
     return ClusterRpcProxy(config, timeout=timeout)
+
+
+def broker_backlog(config: dict) -> dict[str, int]:
+    """Messages waiting in the run's vhost: events for a handler and audit records to be stored
+    (``queued_messages``; the checkpoint queue keeps its messages for an outside witness and RPC
+    queues are not a backlog), and ``dead_letters``."""
+    import subprocess
+
+    result = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", config["KEZEK_VHOST"],
+                             "name", "messages"], capture_output=True, text=True, timeout=60)
+    counts = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return {"queued_messages": sum(n for q, n in counts.items()
+                                   if q.startswith("evt-") or q == "kezek.audit"),
+            "dead_letters": sum(n for q, n in counts.items() if q.endswith("dlq"))}

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import services  # noqa: E402,F401
-from tests.bench.common import Figure, Services, emit, isolated  # noqa: E402
+from tests.bench.common import Figure, Services, broker_backlog, emit, isolated  # noqa: E402
 
 WORKLOAD = "demo_city"
 SCHEMAS = ("registry", "applications", "queue", "allocation")
@@ -53,19 +53,7 @@ def backlog(config: dict, engine) -> dict:
                 f"SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL")).scalar()
         out["application_rows"] = conn.execute(text(
             "SELECT count(*) FROM applications.applications")).scalar()
-    result = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", config["KEZEK_VHOST"],
-                             "name", "messages"], capture_output=True, text=True, timeout=60)
-    counts = {}
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    # events waiting for a handler and audit records waiting to be stored (the checkpoint
-    # queue keeps its messages for an outside witness; RPC queues are not a backlog)
-    out["queued_messages"] = sum(n for q, n in counts.items()
-                                 if q.startswith("evt-") or q == "kezek.audit")
-    out["dead_letters"] = sum(n for q, n in counts.items() if q.endswith("dlq"))
-    return out
+    return {**out, **broker_backlog(config)}
 
 
 def registry_table(engine) -> str | None:

@@ -57,8 +57,8 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import services  # noqa: E402,F401  (PSYCOPG_WAIT_FUNC)
-from tests.bench.common import (Figure, Services, discard_backlog, emit, isolated,  # noqa: E402
-                                median, percentile, rpc_proxy)
+from tests.bench.common import (Figure, Services, broker_backlog, discard_backlog, emit,  # noqa: E402
+                                isolated, median, percentile, rpc_proxy)
 
 WORKLOAD = "release_storm"
 SEED = 1
@@ -137,8 +137,6 @@ def cpu_seconds(running: Services) -> dict[str, float]:
 def backlog(config: dict, engine) -> dict:
     """Unsent outbox rows per schema, messages waiting in event and audit queues, and dead
     letters."""
-    import subprocess
-
     from sqlalchemy import text
 
     out = {}
@@ -146,17 +144,7 @@ def backlog(config: dict, engine) -> dict:
         for schema in SCHEMAS:
             out[schema] = conn.execute(text(
                 f"SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL")).scalar()
-    result = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", config["KEZEK_VHOST"],
-                             "name", "messages"], capture_output=True, text=True, timeout=60)
-    counts = {}
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    out["queued_messages"] = sum(n for q, n in counts.items()
-                                 if q.startswith("evt-") or q == "kezek.audit")
-    out["dead_letters"] = sum(n for q, n in counts.items() if q.endswith("dlq"))
-    return out
+    return {**out, **broker_backlog(config)}
 
 
 def catch_up(config: dict, engine, running: Services, timeout: float) -> float:
