@@ -481,8 +481,17 @@ def settle_differences(rpc, db: DatabaseAccess, diffs: list[Difference], seconds
 
 
 def repair(db: DatabaseAccess, diffs: list[Difference], batch: int = 200) -> tuple[int, int]:
-    """Write the source's snapshots over the differences; (repaired, skipped)."""
+    """Write the source's snapshots over the differences; (repaired, skipped). Missing queue
+    entries (a whole read model to fill, e.g. after ``kezek demo load``) are inserted
+    5,000 to a statement; an entry an event inserted meanwhile is newer and is skipped."""
     repaired = skipped = 0
+    missing = [d for d in diffs if d.model == "queue" and d.kind == "missing"]
+    for chunk in _chunks(missing, 5000):
+        with db.transaction() as tx:
+            inserted = storage.insert_entries(tx, [d.source for d in chunk])
+        repaired += inserted
+        skipped += len(chunk) - inserted
+    diffs = [d for d in diffs if not (d.model == "queue" and d.kind == "missing")]
     for chunk in _chunks(diffs, batch):
         with db.transaction() as tx:
             for diff in chunk:

@@ -120,6 +120,29 @@ def insert_entry(tx: Tx, e: Mapping[str, Any]) -> bool:
     return row is not None
 
 
+def insert_entries(tx: Tx, entries: list[Mapping[str, Any]]) -> int:
+    """insert_entry for many in one statement; the number inserted (entries another
+    transaction inserted meanwhile are left as they are)."""
+    if not entries:
+        return 0
+    rows = [{**e, "filed_at": str(e["filed_at"])} for e in entries]
+    return tx.execute(
+        f"""INSERT INTO {S}.queue_entries (application_number, revision, queue_name, district,
+                queue_type, birth_year, language, status, benefit_tier, filed_at, stop_list,
+                applicant_name, child_name, preferred_organizations, republished_at)
+            SELECT application_number, revision, queue_name, district, queue_type, birth_year,
+                   language, status, benefit_tier, filed_at, stop_list, applicant_name,
+                   child_name, preferred_organizations, clock_timestamp()
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+                application_number text, revision int, queue_name text, district text,
+                queue_type text, birth_year int, language text, status text,
+                benefit_tier text, filed_at timestamptz, stop_list jsonb,
+                applicant_name text, child_name text, preferred_organizations bigint[])
+            ON CONFLICT (application_number) DO NOTHING""",
+        {"rows": _j(rows)},
+    ).rowcount
+
+
 def update_entry(tx: Tx, e: Mapping[str, Any]) -> None:
     tx.execute(
         f"""UPDATE {S}.queue_entries SET revision = :revision, queue_name = :queue_name,

@@ -168,7 +168,7 @@ def main() -> None:
         for part, size in enumerate(sizes):
             started = time.monotonic()
             summary = demo.load(config, args.scale, SEED, applications=size - loaded, part=part,
-                                log=lambda m: print(m, flush=True))
+                                project=False, log=lambda m: print(m, flush=True))
             loaded += summary["applications"] + summary.get("skipped", 0)
             print(f"size {size}: {loaded} applications, loaded {summary['applications']} in "
                   f"{time.monotonic() - started:.0f} s {summary['seconds']}", flush=True)

@@ -98,7 +98,7 @@ def main() -> None:
     with isolated() as config:
         started = time.monotonic()
         summary = demo.load(config, "city", SEED, applications=args.applications,
-                            log=lambda m: print(m, flush=True))
+                            project=False, log=lambda m: print(m, flush=True))
         print(f"loaded {summary['applications']} applications in "
               f"{time.monotonic() - started:.0f} s: {summary['seconds']}", flush=True)
         engine = get_engine(config["DB_URL"])

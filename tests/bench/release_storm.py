@@ -9,12 +9,12 @@
    ``--db-connections`` database connections each). The load leaves about 450,000 events in
    the outboxes (application_filed, queue_entry_changed, ...), which take the services far
    longer to work through than the storm itself (``tests/bench/demo_city.py`` measures that
-   catch-up). By default they are marked delivered (``tests.bench.common.discard_backlog``)
-   and the registry's read models are then filled from the source services' snapshots with
-   ``kezek registry reconcile --repair`` (its queue registry then holds every entry, as the
-   events would have made it). ``--full-catch-up`` publishes the backlog instead and waits
-   until every outbox is published and every event queue is empty. Either way the storm
-   starts with the registry agreeing with queue and allocation, and with no backlog.
+   catch-up). By default they are marked delivered (``tests.bench.common.discard_backlog``):
+   the loader has already brought the registry's queue read model up to the queue (as
+   ``kezek registry reconcile --repair`` would; see ``services.demo``), so the registry then
+   holds every entry, as the events would have made it. ``--full-catch-up`` publishes the
+   backlog instead and waits until every outbox is published and every event queue is
+   empty. Either way the storm starts with the registry agreeing with queue and allocation,
 3. The storm: staff of groups with free places and children waiting who chose their
    organisation release ``--places`` places (a few per call, ``allocation.release_places``
    over RPC, ``--callers`` callers at once), paced at ``--rate`` places a second (0: as
@@ -326,18 +326,6 @@ def release_storm(config: dict, engine, calls: list[tuple[int, int, int]], rate:
     }
 
 
-def prefill_registry(config: dict) -> int:
-    """Write what the registry's read models lack (the queue entries of the load, whose events
-    were marked delivered) from the source services' snapshots: ``kezek registry reconcile
-    --repair``. Returns the rows repaired."""
-    from services.registry import reconcile
-
-    report = reconcile.reconcile(config, repair_rows=True, settle=0, out=None)
-    if report.skipped:
-        raise SystemExit(f"reconcile --repair skipped {report.skipped} rows")
-    return report.repaired
-
-
 def reconcile_registry(config: dict) -> tuple[int, dict, float, list[str]]:
     """``kezek registry reconcile`` in this process against the running services:
     (differences, per read model, seconds, the first lines it printed)."""
@@ -363,8 +351,6 @@ def main() -> None:
                         help="publish the applications outbox backlog too")
     parser.add_argument("--db-connections", type=int, default=12,
                         help="database connections per service process at most")
-    parser.add_argument("--skip-prefill", action="store_true",
-                        help="with --reuse of a database whose registry is filled already")
     parser.add_argument("--catch-up-timeout", type=float, default=3600)
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds to wait for the storm's places after the releases")
@@ -396,13 +382,10 @@ def main() -> None:
                 caught_up = catch_up(config, engine, running, args.catch_up_timeout)
                 print(f"services caught up with the load's events in {caught_up:.0f} s",
                       flush=True)
-            elif args.skip_prefill:
-                caught_up = 0.0
             else:
-                filled = prefill_registry(config)
-                caught_up = time.monotonic() - started
-                print(f"registry read models filled from the sources (reconcile --repair): "
-                      f"{filled} rows in {caught_up:.0f} s", flush=True)
+                caught_up = 0.0
+                print(f"registry queue read model projected by the loader: "
+                      f"{summary.get('registry_rows_projected')} rows", flush=True)
             calls = storm_plan(engine, args.places, str(time.time_ns()))
             pace = f"offered at {args.rate:g}/s" if args.rate else "as fast as possible"
             print(f"storm: {sum(c[2] for c in calls)} places in {len(calls)} release calls over "
@@ -448,10 +431,9 @@ def main() -> None:
                 note="CPU time of the five service processes over the storm / places "
                      "(2 cores: 2,000 ms/s in all)",
                 extra={k: round(v, 2) for k, v in cpu.items()}))
-    emit(Figure(WORKLOAD, "catch_up_seconds" if args.full_catch_up else "registry_fill_seconds",
-                caught_up, "s",
-                note="services handle the load's events before the storm" if args.full_catch_up
-                else "reconcile --repair fills the registry from the sources before the storm"))
+    if args.full_catch_up:
+        emit(Figure(WORKLOAD, "catch_up_seconds", caught_up, "s",
+                    note="services handle the load's events before the storm"))
     emit(Figure(WORKLOAD, "reconcile_differences", differences, "",
                 note=f"kezek registry reconcile after the storm ({reconcile_seconds:.0f} s): "
                      + ", ".join(f"{k} {v}" for k, v in per_model.items())))
