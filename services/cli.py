@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--only", help="comma-separated read models: queue,places,directions,releases")
     rec.add_argument("--settle", type=float, default=5.0,
                      help="seconds a difference must last to count (events in flight)")
-    rec.add_argument("--page-size", type=int, default=1000)
+    rec.add_argument("--page-size", type=int, default=5000,
+                     help="snapshots asked for in one RPC call (at most 5,000)")
     rec.set_defaults(func=cmd_registry_reconcile)
 
     args = parser.parse_args(argv)

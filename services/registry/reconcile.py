@@ -50,7 +50,7 @@ from services.registry import domain, storage
 
 S = "registry"
 MODELS = ("queue", "places", "directions", "releases")
-DEFAULT_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 5000  # the sources export at most 5,000 a page: fewer calls
 DEFAULT_SETTLE_SECONDS = 5.0
 RECHECK_SECONDS = 0.5
 
