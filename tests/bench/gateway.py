@@ -19,6 +19,8 @@ for ``--seconds`` (after a short warm-up):
 
 Prints requests a second, p50 and p99 of each, and the ratio lookup / languages requests a
 second: what the RPC costs a user request (target: at least 0.5); the ratio to /healthz too.
+``--processes`` runs each service in its own process instead (as the containers do) and
+prints the CPU time each process spends per request: where the lookup's cost lies.
 With tests/bench/common.py present, also ``BENCH {json}`` lines.
 """
 
@@ -253,6 +255,37 @@ def report(healthz: dict, floor: dict, lookup: dict, concurrency: int, seconds: 
                         floor_value=against[f"{q}_ms"] if against else None, note=where))
 
 
+def in_processes(args, rng: random.Random) -> None:
+    """The two loads with every service in its own ``nameko run`` process, and the CPU time
+    each process spends per answered request: where a request's cost lies (printed only)."""
+    from tests.bench.common import Services, isolated
+
+    with isolated() as config:
+        config["LOGGING"]["root"]["level"] = "WARNING"
+        tmp = Path(tempfile.mkdtemp(prefix="kezek-bench-gateway-"))
+        names = ["registry", "queue", "applications", "audit", "gateway"]
+        with Services(config, names, settings=RAISED_LIMITS) as running:
+            address = running.config["WEB_SERVER_ADDRESS"]
+            system = System(running.config, "http://" + address, tmp / "system.log")
+            numbers = file_applications(system, args.applications, rng)
+            results = {}
+            for name, path_of in (
+                    ("GET /api/v1/languages", lambda: "/api/v1/languages"),
+                    ("GET /api/v1/queue/lookup", lambda: "/api/v1/queue/lookup?" + urlencode(
+                        {"application_number": rng.choice(numbers)}))):
+                before = {k: cpu_seconds(p.pid) for k, p in running.procs.items()}
+                result = results[name] = load(address, path_of, args.seconds, args.concurrency)
+                after = {k: cpu_seconds(p.pid) for k, p in running.procs.items()}
+                line(name, result, args.concurrency, args.seconds)
+                n = max(result["requests"], 1)
+                print(f"{'':28s} CPU ms a request: " + ", ".join(
+                    f"{k} {(after[k] - before[k]) * 1000 / n:.2f}" for k in names), flush=True)
+            floor, lookup = results.values()
+            print(f"ratio lookup / languages requests a second = "
+                  f"{lookup['per_s'] / max(floor['per_s'], 1e-9):.2f} (a process a service)",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -261,8 +294,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--decompose", action="store_true",
                         help="also measure an audited request without RPC (a 404)")
+    parser.add_argument("--processes", action="store_true",
+                        help="each service in its own process (as the containers run them), "
+                             "with the CPU each spends per request")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    if args.processes:
+        return in_processes(args, rng)
 
     config = make_isolated_config()
     config["KEZEK"].update(RAISED_LIMITS)
