@@ -718,32 +718,23 @@ def _retrying(log: Callable[[str], None], fn: Callable[..., Any], *args, **kwarg
             delay = min(delay * 2, 30.0)
 
 
-class _InProcessSources:
-    """What ``kezek registry reconcile`` reads over RPC (``rpc.queue.export_entries``), read
-    here by calling the queue's command function in this process."""
-
-    def __init__(self, config: dict):
-        from services.common.db import DatabaseAccess, get_engine
-        from services.queue import commands as queue_commands
-
-        db = DatabaseAccess(get_engine(config["DB_URL"]), "queue")
-
-        class Queue:
-            @staticmethod
-            def export_entries(after=None, limit=1000, application_numbers=None):
-                return queue_commands.export_entries(db, after, limit, application_numbers)
-
-        self.queue = Queue()
-
-
 def project_registry(config: dict) -> int:
     """Bring the registry's queue read model up to the queue's snapshots (reconcile --repair
     of the ``queue`` model, sources read in this process); the rows written. A row an event
     changed meanwhile is newer than the snapshot and is left as it is."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from services.common.db import DatabaseAccess, get_engine
+    from services.queue import commands as queue_commands
     from services.registry import reconcile
 
+    # what reconcile asks over RPC (rpc.queue.export_entries), called here in this process
+    queue_db = DatabaseAccess(get_engine(config["DB_URL"]), "queue")
+    sources = SimpleNamespace(queue=SimpleNamespace(
+        export_entries=partial(queue_commands.export_entries, queue_db)))
     report = reconcile.reconcile(config, repair_rows=True, models=["queue"], settle=0,
-                                 rpc=_InProcessSources(config), out=None)
+                                 rpc=sources, out=None)
     return report.repaired
 
 
