@@ -485,14 +485,15 @@ def repair(db: DatabaseAccess, diffs: list[Difference], batch: int = 200) -> tup
     entries (a whole read model to fill, e.g. after ``kezek demo load``) are inserted
     5,000 to a statement; an entry an event inserted meanwhile is newer and is skipped."""
     repaired = skipped = 0
-    missing = [d for d in diffs if d.model == "queue" and d.kind == "missing"]
+    missing, others = [], []
+    for d in diffs:
+        (missing if d.model == "queue" and d.kind == "missing" else others).append(d)
     for chunk in _chunks(missing, 5000):
         with db.transaction() as tx:
             inserted = storage.insert_entries(tx, [d.source for d in chunk])
         repaired += inserted
         skipped += len(chunk) - inserted
-    diffs = [d for d in diffs if not (d.model == "queue" and d.kind == "missing")]
-    for chunk in _chunks(diffs, batch):
+    for chunk in _chunks(others, batch):
         with db.transaction() as tx:
             for diff in chunk:
                 outcome = MODEL_CLASSES[diff.model]().repair(tx, diff)

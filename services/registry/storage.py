@@ -97,6 +97,10 @@ def lock_entry(tx: Tx, application_number: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+_ENTRY_COLUMNS = """application_number, revision, queue_name, district, queue_type,
+    birth_year, language, status, benefit_tier, filed_at, stop_list, applicant_name,
+    child_name, preferred_organizations"""
+
 _ENTRY_VALUES = """(:application_number, :revision, :queue_name, :district, :queue_type,
     :birth_year, :language, :status, :benefit_tier, CAST(:filed_at AS timestamptz),
     CAST(:stop_list AS jsonb), :applicant_name, :child_name,
@@ -110,9 +114,7 @@ def _entry_params(e: Mapping[str, Any]) -> dict[str, Any]:
 def insert_entry(tx: Tx, e: Mapping[str, Any]) -> bool:
     """Insert a first-seen entry; False if another transaction inserted it meanwhile."""
     row = tx.execute(
-        f"""INSERT INTO {S}.queue_entries (application_number, revision, queue_name, district,
-                queue_type, birth_year, language, status, benefit_tier, filed_at, stop_list,
-                applicant_name, child_name, preferred_organizations, republished_at)
+        f"""INSERT INTO {S}.queue_entries ({_ENTRY_COLUMNS}, republished_at)
             VALUES {_ENTRY_VALUES}
             ON CONFLICT (application_number) DO NOTHING RETURNING 1""",
         _entry_params(e),
@@ -127,12 +129,8 @@ def insert_entries(tx: Tx, entries: list[Mapping[str, Any]]) -> int:
         return 0
     rows = [{**e, "filed_at": str(e["filed_at"])} for e in entries]
     return tx.execute(
-        f"""INSERT INTO {S}.queue_entries (application_number, revision, queue_name, district,
-                queue_type, birth_year, language, status, benefit_tier, filed_at, stop_list,
-                applicant_name, child_name, preferred_organizations, republished_at)
-            SELECT application_number, revision, queue_name, district, queue_type, birth_year,
-                   language, status, benefit_tier, filed_at, stop_list, applicant_name,
-                   child_name, preferred_organizations, clock_timestamp()
+        f"""INSERT INTO {S}.queue_entries ({_ENTRY_COLUMNS}, republished_at)
+            SELECT {_ENTRY_COLUMNS}, clock_timestamp()
             FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
                 application_number text, revision int, queue_name text, district text,
                 queue_type text, birth_year int, language text, status text,

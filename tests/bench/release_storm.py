@@ -15,6 +15,7 @@
    holds every entry, as the events would have made it. ``--full-catch-up`` publishes the
    backlog instead and waits until every outbox is published and every event queue is
    empty. Either way the storm starts with the registry agreeing with queue and allocation,
+   and with no backlog.
 3. The storm: staff of groups with free places and children waiting who chose their
    organisation release ``--places`` places (a few per call, ``allocation.release_places``
    over RPC, ``--callers`` callers at once), paced at ``--rate`` places a second (0: as
