@@ -19,19 +19,49 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from typing import Any, Iterator
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.engine import Connection, Engine
 
 from services.common import contracts
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+# a pooled connection idle longer than this is pinged before use (see ping_when_idle)
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
-def get_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+def ping_when_idle(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Check a pooled connection with a round trip only when it has been idle a while.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip to PostgreSQL before every command,
+    about a tenth of a short read's cost. A connection returned to the pool a moment ago was
+    working then; a server restart takes longer than ``idle_seconds``, so every connection it
+    broke has been idle at least that long when next taken, and is pinged then. A failed ping
+    discards the connection and the pool takes another (SQLAlchemy's DisconnectionError)."""
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(dbapi_connection, record) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection, record, proxy) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at < idle_seconds:
+            return
+        try:
+            ok = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - any failure: this connection is done
+            raise DisconnectionError(f"pooled connection failed its ping: {exc!r}") from exc
+        if not ok:
+            raise DisconnectionError("pooled connection failed its ping")
+
+
+def get_engine(url: str, pool_size: int = 24, max_overflow: int = 6) -> Engine:
     """One engine per database URL per process (all services in one runner share it)."""
     with _engines_lock:
         engine = _engines.get(url)
@@ -40,10 +70,10 @@ def get_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
                 url,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
-                pool_pre_ping=True,
                 pool_recycle=600,
                 connect_args={"connect_timeout": 5},
             )
+            ping_when_idle(engine)
             _engines[url] = engine
         return engine
 
@@ -52,8 +82,8 @@ def engine_for(config: dict[str, Any]) -> Engine:
     """The engine of a service process, its pool sized by DB_POOL_SIZE and DB_MAX_OVERFLOW:
     every process holds up to their sum in connections, and PostgreSQL refuses clients past
     its max_connections (100 by default), so many processes on one server need small pools."""
-    return get_engine(config["DB_URL"], int(config.get("DB_POOL_SIZE") or 10),
-                      int(config.get("DB_MAX_OVERFLOW") or 20))
+    return get_engine(config["DB_URL"], int(config.get("DB_POOL_SIZE") or 24),
+                      int(config.get("DB_MAX_OVERFLOW") or 6))
 
 
 def dispose_engines() -> None:

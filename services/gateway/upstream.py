@@ -4,16 +4,16 @@
 
 - a call not answered within ``RPC_TIMEOUT_SECONDS`` raises UpstreamTimeout (504) instead of
   waiting forever;
-- the calls a read (GET) makes are sent as transient messages: the broker confirms them without
-  writing them to disk. Should the broker restart while one waits in a queue, the caller gets
-  the same 504 as when it restarts while the service works on the answer (the reply would be
-  lost either way); a read is safe to retry. Calls made by a mutating request stay persistent;
-- replies come to a non-durable queue: a reply is only of use to this running process, so the
-  broker need not write replies to disk before confirming them to the service. The queue is
-  declared again whenever the connection is re-established.
-
-Calls still use publisher confirms and ``mandatory``, so a call to a service that is not
-running fails at once (nameko's UnknownService) instead of waiting for the deadline.
+- the calls a read (GET) makes go over the gateway's one
+  :class:`~services.common.rpc_channel.CallChannel`: no producer per call, no publisher
+  confirm, replies taken without acknowledgements, transient messages (should the broker
+  restart while one waits in a queue, the caller gets the same 504 as when it restarts while
+  the service works on the answer; a read is safe to retry). ``mandatory`` still makes a call
+  to a service that is not running fail at once (nameko's UnknownService);
+- calls made by a mutating request take Nameko's path: persistent, with publisher confirms
+  (the broker has the request before the gateway waits for the answer), replies to a
+  non-durable queue (a reply is only of use to this running process) that is declared again
+  whenever the connection is re-established.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from typing import Any
 import eventlet
 import kombu.pools
 from kombu import Queue
-from nameko.constants import NON_PERSISTENT
-from nameko.rpc import ReplyListener, RpcProxy, ServiceProxy
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.extensions import SharedExtension
+from nameko.messaging import HeaderEncoder
+from nameko.rpc import ReplyListener, RpcProxy, ServiceProxy, get_rpc_exchange
 
 from services.common.config import settings
+from services.common.rpc_channel import CallChannel
 from services.gateway.errors import UpstreamTimeout
 
 
@@ -65,6 +68,39 @@ class TransientReplyListener(ReplyListener):
         )
 
 
+class ReadCalls(SharedExtension):
+    """The container's one channel for the RPC calls of reads."""
+
+    channel: CallChannel | None = None
+
+    def setup(self) -> None:
+        config = self.container.config
+        self.channel = CallChannel(config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config).name,
+                                   self.container.service_name)
+
+    def stop(self) -> None:
+        self.channel.close()
+
+    def kill(self) -> None:
+        self.channel.close()
+
+
+class _ReadProxy:
+    """``proxy.method(*args, **kwargs)`` over the read channel, with the worker's context."""
+
+    _headers = HeaderEncoder()
+
+    def __init__(self, channel: CallChannel, service: str, worker_ctx):
+        self._channel, self._service, self._worker_ctx = channel, service, worker_ctx
+
+    def __getattr__(self, method: str):
+        def call(*args: Any, **kwargs: Any) -> Any:
+            headers = self._headers.get_message_headers(self._worker_ctx)
+            return self._channel.call(self._service, method, args, kwargs, headers)
+
+        return call
+
+
 def is_read(worker_ctx) -> bool:
     """True when the worker serves a request that changes nothing (a GET route)."""
     call = worker_ctx.args[0] if worker_ctx.args else None
@@ -74,6 +110,7 @@ def is_read(worker_ctx) -> bool:
 
 class Upstream(RpcProxy):
     rpc_reply_listener = TransientReplyListener()
+    read_calls = ReadCalls()
 
     def setup(self) -> None:
         super().setup()
@@ -88,8 +125,9 @@ class Upstream(RpcProxy):
             kombu.pools.set_limit(needed)
 
     def get_dependency(self, worker_ctx) -> _TimedService:
-        options = dict(self.options)
         if is_read(worker_ctx):
-            options.setdefault("delivery_mode", NON_PERSISTENT)
-        proxy = ServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener, **options)
+            proxy = _ReadProxy(self.read_calls.channel, self.target_service, worker_ctx)
+        else:
+            proxy = ServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener,
+                                 **self.options)
         return _TimedService(proxy, self.target_service, self.timeout)

@@ -31,6 +31,7 @@ eventlet.monkey_patch()  # before requests, kombu and psycopg import socket
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import http.client  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -148,16 +149,33 @@ def file_applications(system: System, n: int, rng: random.Random) -> list[str]:
 # -- load ---------------------------------------------------------------------------------------
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
-    import os
-
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def servers_cpu_seconds() -> dict[str, float]:
+    """CPU time used so far by RabbitMQ (beam.smp) and by PostgreSQL (every postgres process
+    alive now; the services' pooled connections live through a load)."""
+    totals = {"rabbitmq": 0.0, "postgresql": 0.0}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            comm = (proc / "comm").read_text().strip()
+            if comm in ("beam.smp", "postgres"):
+                totals["rabbitmq" if comm == "beam.smp" else "postgresql"] += \
+                    cpu_seconds(int(proc.name))
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            continue
+    return totals
+
+
 def load(address: str, path_of, seconds: float, concurrency: int,
-         warmup: float = 2.0, pid: int | None = None, expect: int = 200) -> dict:
+         warmup: float = 2.0, pid: int | None = None, expect: int = 200,
+         meter=None) -> dict:
     """``concurrency`` clients on keep-alive connections; latencies of the answers with status
-    ``expect`` inside the measured window, and the requests a second."""
+    ``expect`` inside the measured window, and the requests a second. ``meter()`` returns CPU
+    seconds by process name; what each spent inside the window comes back as ``cpu_by``."""
     host, port = address.rsplit(":", 1)
     latencies: list[float] = []
     state = {"errors": 0}
@@ -193,15 +211,25 @@ def load(address: str, path_of, seconds: float, concurrency: int,
         eventlet.sleep(max(0.0, stop_at - time.monotonic()))
         state["cpu"] = cpu_seconds(pid) - state["cpu_from"]
 
-    pool = eventlet.GreenPool(concurrency + 1)
+    def window_meter() -> None:
+        eventlet.sleep(max(0.0, measure_from - time.monotonic()))
+        before = meter()
+        eventlet.sleep(max(0.0, stop_at - time.monotonic()))
+        after = meter()
+        state["cpu_by"] = {k: after[k] - before[k] for k in after}
+
+    pool = eventlet.GreenPool(concurrency + 2)
     if pid is not None:
         pool.spawn(cpu_meter)
+    if meter is not None:
+        pool.spawn(window_meter)
     for i in range(concurrency):
         pool.spawn(client, i)
     pool.waitall()
     cpu = state.get("cpu")
     return {
         "cpu_ms_per_request": cpu * 1000 / len(latencies) if cpu and latencies else None,
+        "cpu_by": state.get("cpu_by", {}),
         "per_s": len(latencies) / seconds,
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
@@ -273,13 +301,16 @@ def in_processes(args, rng: random.Random) -> None:
                     ("GET /api/v1/languages", lambda: "/api/v1/languages"),
                     ("GET /api/v1/queue/lookup", lambda: "/api/v1/queue/lookup?" + urlencode(
                         {"application_number": rng.choice(numbers)}))):
-                before = {k: cpu_seconds(p.pid) for k, p in running.procs.items()}
-                result = results[name] = load(address, path_of, args.seconds, args.concurrency)
-                after = {k: cpu_seconds(p.pid) for k, p in running.procs.items()}
+                def meter() -> dict[str, float]:
+                    return {**{k: cpu_seconds(p.pid) for k, p in running.procs.items()},
+                            **servers_cpu_seconds(), "bench client": cpu_seconds(os.getpid())}
+
+                result = results[name] = load(address, path_of, args.seconds, args.concurrency,
+                                              meter=meter)
                 line(name, result, args.concurrency, args.seconds)
                 n = max(result["requests"], 1)
                 print(f"{'':28s} CPU ms a request: " + ", ".join(
-                    f"{k} {(after[k] - before[k]) * 1000 / n:.2f}" for k in names), flush=True)
+                    f"{k} {v * 1000 / n:.2f}" for k, v in result["cpu_by"].items()), flush=True)
             floor, lookup = results.values()
             print(f"ratio lookup / languages requests a second = "
                   f"{lookup['per_s'] / max(floor['per_s'], 1e-9):.2f} (a process a service)",

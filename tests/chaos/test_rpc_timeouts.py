@@ -92,19 +92,20 @@ def test_a_reply_that_cannot_be_sent_does_not_stop_the_service(kezek_config, sta
     """While the broker restarts, a reply may fail to go out: that call times out for its
     caller, and the service goes on serving (nameko's own rpc kills the service instead)."""
     from nameko.exceptions import RpcTimeout
-    from nameko.rpc import Responder
+
+    from services.common.rpc_channel import ChannelLost, ReplyChannel
 
     start_services(AllocationService)
-    real = Responder.send_response
+    real = ReplyChannel.reply
     failures = []
 
-    def broker_gone(self, result, exc_info):
+    def broker_gone(self, *args, **kwargs):
         if not failures:
             failures.append(1)
-            raise ConnectionRefusedError(111, "ECONNREFUSED")
-        return real(self, result, exc_info)
+            raise ChannelLost("could not publish to the broker: ECONNREFUSED")
+        return real(self, *args, **kwargs)
 
-    with mock.patch.object(Responder, "send_response", broker_gone):
+    with mock.patch.object(ReplyChannel, "reply", broker_gone):
         with rpc(timeout=3) as cluster:
             with pytest.raises(RpcTimeout):
                 cluster.allocation.get_direction("D999999998")
