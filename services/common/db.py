@@ -215,7 +215,7 @@ class Database(DependencyProvider):
                 self.engine,
                 self.schema,
                 config["AMQP_URI"],
-                poll_seconds=float(s.get("OUTBOX_POLL_SECONDS", 0.2)),
+                poll_seconds=float(s.get("OUTBOX_POLL_SECONDS", 1.0)),
                 batch=int(s.get("OUTBOX_BATCH", 500)),
                 service=self.container.service_name,
             )

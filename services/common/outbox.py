@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class OutboxRelay:
-    def __init__(self, engine: Engine, schema: str, amqp_uri: str, poll_seconds: float = 0.2,
+    def __init__(self, engine: Engine, schema: str, amqp_uri: str, poll_seconds: float = 1.0,
                  batch: int = 500, service: str | None = None):
         self.engine = engine
         self.schema = schema

@@ -2,15 +2,22 @@
 no RPC call but otherwise runs the same pipeline, measured in the same run.
 
     .venv/bin/python tests/bench/gateway.py [--seconds 10] [--concurrency 32] [--applications 300]
+        [--processes | --one-process]
 
-In a database and vhost of its own, every service runs in one ``nameko run`` process (as
-``make run`` does) with the rate limits raised (every request comes from this one address).
+Two layouts, one after the other, each in a database and vhost of its own with the rate
+limits raised (every request comes from this one address):
+
+- a process a service (``nameko run`` each, as the containers and ``make run-scaled`` run
+  them), the deployed layout: the target is read here;
+- every service in one ``nameko run`` process (as ``make run`` does): one Python process,
+  so one core, serves the gateway and every service at once.
+
 An officer files a few hundred applications through the API; once the registry lists them,
-three loads run one after the other, each ``--concurrency`` clients on keep-alive connections
+the loads run one after the other, each ``--concurrency`` clients on keep-alive connections
 for ``--seconds`` (after a short warm-up):
 
-1. ``GET /healthz``: the HTTP server, the gateway's entrypoint and a worker; no RPC, no rate
-   limit, no audit (shown for context: no user request is that cheap);
+1. ``GET /healthz`` (one-process layout only): the HTTP server, the gateway's entrypoint and a
+   worker; no RPC, no rate limit, no audit (shown for context: no user request is that cheap);
 2. ``GET /api/v1/languages``: a user request without RPC: routing, rate limit, a worker, JSON
    rendering, and the audit record every user action gets, published with a broker confirm
    before the answer leaves (reference data the gateway serves from its own route table);
@@ -18,9 +25,10 @@ for ``--seconds`` (after a short warm-up):
    the same pipeline plus one RPC to the registry (an indexed read).
 
 Prints requests a second, p50 and p99 of each, and the ratio lookup / languages requests a
-second: what the RPC costs a user request (target: at least 0.5); the ratio to /healthz too.
-``--processes`` runs each service in its own process instead (as the containers do) and
-prints the CPU time each process spends per request: where the lookup's cost lies.
+second: what the RPC costs a user request (target: at least 0.5). In the per-service layout
+the two loads alternate in ``--rounds`` windows (3 by default), so a change in the machine's
+speed during the run weighs on both alike; it also prints the CPU time each process (RabbitMQ, PostgreSQL and this client included) spends per
+answered request in the measured window: where a request's cost lies.
 With tests/bench/common.py present, also ``BENCH {json}`` lines.
 """
 
@@ -234,6 +242,7 @@ def load(address: str, path_of, seconds: float, concurrency: int,
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "requests": len(latencies),
+        "latencies": latencies,
         "errors": state["errors"],
     }
 
@@ -296,25 +305,61 @@ def in_processes(args, rng: random.Random) -> None:
             address = running.config["WEB_SERVER_ADDRESS"]
             system = System(running.config, "http://" + address, tmp / "system.log")
             numbers = file_applications(system, args.applications, rng)
-            results = {}
-            for name, path_of in (
-                    ("GET /api/v1/languages", lambda: "/api/v1/languages"),
-                    ("GET /api/v1/queue/lookup", lambda: "/api/v1/queue/lookup?" + urlencode(
-                        {"application_number": rng.choice(numbers)}))):
-                def meter() -> dict[str, float]:
-                    return {**{k: cpu_seconds(p.pid) for k, p in running.procs.items()},
-                            **servers_cpu_seconds(), "bench client": cpu_seconds(os.getpid())}
+            paths = {
+                "GET /api/v1/languages": lambda: "/api/v1/languages",
+                "GET /api/v1/queue/lookup": lambda: "/api/v1/queue/lookup?" + urlencode(
+                    {"application_number": rng.choice(numbers)}),
+            }
 
-                result = results[name] = load(address, path_of, args.seconds, args.concurrency,
-                                              meter=meter)
+            def meter() -> dict[str, float]:
+                return {**{k: cpu_seconds(p.pid) for k, p in running.procs.items()},
+                        **servers_cpu_seconds(), "bench client": cpu_seconds(os.getpid())}
+
+            # the two loads alternate in --rounds windows, so a drift of the machine's speed
+            # during the run weighs on both alike
+            window = args.seconds / args.rounds
+            parts: dict[str, list[dict]] = {name: [] for name in paths}
+            for _ in range(args.rounds):
+                for name, path_of in paths.items():
+                    parts[name].append(load(address, path_of, window, args.concurrency,
+                                            meter=meter))
+            results = {}
+            for name, windows in parts.items():
+                latencies = [ms for w in windows for ms in w["latencies"]]
+                cpu_by: dict[str, float] = {}
+                for w in windows:
+                    for k, v in w["cpu_by"].items():
+                        cpu_by[k] = cpu_by.get(k, 0.0) + v
+                result = results[name] = {
+                    "per_s": len(latencies) / args.seconds, "requests": len(latencies),
+                    "errors": sum(w["errors"] for w in windows), "cpu_by": cpu_by,
+                    "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
                 line(name, result, args.concurrency, args.seconds)
                 n = max(result["requests"], 1)
                 print(f"{'':28s} CPU ms a request: " + ", ".join(
-                    f"{k} {v * 1000 / n:.2f}" for k, v in result["cpu_by"].items()), flush=True)
+                    f"{k} {v * 1000 / n:.2f}" for k, v in cpu_by.items()), flush=True)
             floor, lookup = results.values()
-            print(f"ratio lookup / languages requests a second = "
-                  f"{lookup['per_s'] / max(floor['per_s'], 1e-9):.2f} (a process a service)",
-                  flush=True)
+            ratio = lookup["per_s"] / max(floor["per_s"], 1e-9)
+            verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+            print(f"ratio lookup / languages requests a second = {ratio:.2f} ({verdict} the "
+                  f"target {TARGET_RATIO}; a process a service, as deployed)", flush=True)
+            if 0 in (floor["requests"], lookup["requests"]):
+                raise SystemExit("no answers were measured: see " + str(running.dir))
+            if emit is None:
+                return
+            where = (f"concurrency {args.concurrency}, {args.seconds:g} s in {args.rounds} "
+                     "alternating windows, keep-alive, a process a service")
+            for key, result, against in (("languages", floor, None),
+                                         ("queue_lookup", lookup, floor)):
+                cpu = {k: round(v * 1000 / max(result["requests"], 1), 2)
+                       for k, v in result["cpu_by"].items()}
+                emit(Figure(f"{WORKLOAD}_per_service", f"{key}_per_s", result["per_s"],
+                            "req/s", floor_value=against["per_s"] if against else None,
+                            note=where, extra={"cpu_ms_per_request": cpu}))
+                for q in ("p50", "p99"):
+                    emit(Figure(f"{WORKLOAD}_per_service", f"{key}_{q}_ms", result[f"{q}_ms"],
+                                "ms", floor_value=against[f"{q}_ms"] if against else None,
+                                note=where))
 
 
 def main() -> None:
@@ -323,15 +368,29 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--applications", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="a process a service: alternate the two loads in this many "
+                             "windows of --seconds / rounds each")
     parser.add_argument("--decompose", action="store_true",
                         help="also measure an audited request without RPC (a 404)")
-    parser.add_argument("--processes", action="store_true",
-                        help="each service in its own process (as the containers run them), "
-                             "with the CPU each spends per request")
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--processes", action="store_true",
+                        help="only the layout with each service in its own process (as the "
+                             "containers run them)")
+    layout.add_argument("--one-process", action="store_true",
+                        help="only the layout with every service in one process (make run)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    if args.processes:
-        return in_processes(args, rng)
+    if not args.one_process:
+        in_processes(args, rng)
+        if args.processes:
+            return
+        print(flush=True)
+    in_one_process(args, rng)
+
+
+def in_one_process(args, rng: random.Random) -> None:
+    """The three loads with every service in one ``nameko run`` process (as make run does)."""
 
     config = make_isolated_config()
     config["KEZEK"].update(RAISED_LIMITS)
