@@ -8,8 +8,7 @@ repeated or older event changes nothing.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from services.common import contracts
 from services.common.db import DatabaseAccess, Tx
@@ -147,14 +146,6 @@ def list_districts(db: DatabaseAccess) -> list[dict[str, str]]:
         return queries.districts(tx)
 
 
-@contextlib.contextmanager
-def _autocommit(db: DatabaseAccess) -> Iterator[Tx]:
-    """For a read made of one statement (its own snapshot): no BEGIN and COMMIT round trips,
-    which on the hottest reads cost as much as the statement itself."""
-    with db.engine.connect() as conn:
-        yield Tx(conn.execution_options(isolation_level="AUTOCOMMIT"), db.schema)
-
-
 # -- public registries ---------------------------------------------------------------------------
 
 
@@ -176,8 +167,7 @@ def list_organizations(db: DatabaseAccess, filters: Any, page: Any, page_size: A
 def list_queue(db: DatabaseAccess, filters: Any, page: Any, page_size: Any,
                settings: domain.RegistrySettings) -> dict[str, Any]:
     f, page, size = _page("queue", filters, page, page_size, settings)
-    with _autocommit(db) as tx:  # one statement
-        rows, total, at = queries.list_queue(tx, f, size, (page - 1) * size)
+    rows, total, at = queries.list_queue(db, f, size, (page - 1) * size)
     return domain.page_result([domain.queue_row(r, settings) for r in rows], total, page, size,
                               domain.QUEUE_COLUMNS, at)
 
@@ -187,8 +177,7 @@ def queue_lookup(db: DatabaseAccess, application_number: Any,
     if not isinstance(application_number, str) or not application_number.strip():
         raise BadInput("application_number is required", field="application_number")
     number = application_number.strip()
-    with _autocommit(db) as tx:
-        row = queries.queue_entry(tx, number)
+    row = queries.queue_entry(db, number)
     if row is None:
         raise NotFound(f"application {number} is not in the queue registry",
                        field="application_number")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Mapping
 
-from services.common.db import Tx
+from services.common.db import DatabaseAccess, Tx
 from services.registry import domain
 
 S = "registry"
@@ -204,7 +204,7 @@ def _total_sql(f: Mapping[str, Any], cond: str) -> str:
     return f"SELECT count(*) FROM {S}.queue_entries WHERE {cond}"
 
 
-def list_queue(tx: Tx, f: Mapping[str, Any], limit: int, offset: int
+def list_queue(db: DatabaseAccess, f: Mapping[str, Any], limit: int, offset: int
                ) -> tuple[list[dict[str, Any]], int, dt.datetime | None]:
     """A page in queue order with live queue numbers, the total and when the read model last
     changed, in one statement (one round trip, one snapshot).
@@ -218,7 +218,7 @@ def list_queue(tx: Tx, f: Mapping[str, Any], limit: int, offset: int
     cond, p = _queue_where(f)
     columns = ", ".join(f"e.{c}" for c in _ROW)
     shown = ", ".join(f"page.{c}" for c in _ROW if c not in ("in_queue", "sort_key"))
-    rows = tx.execute(
+    rows = db.rows(
         f"""WITH keys AS MATERIALIZED (
                 SELECT queue_name, in_queue, sort_key FROM {S}.queue_entries WHERE {cond}
                 ORDER BY {_ORDER} LIMIT :limit OFFSET :offset
@@ -248,17 +248,17 @@ def list_queue(tx: Tx, f: Mapping[str, Any], limit: int, offset: int
                        ON numbered.sort_key = page.sort_key AND page.in_queue) ON TRUE
             ORDER BY page.queue_name, page.in_queue DESC, page.sort_key""",
         {**p, "limit": limit, "offset": offset},
-    ).mappings().all()
+    )
     # one row even for an empty page: the total and the time, without a row of the page
     meta = rows[0]
-    items = [dict(r) for r in rows if r["application_number"] is not None]
+    items = [r for r in rows if r["application_number"] is not None]
     return items, int(meta["total"]), meta["model_republished_at"]
 
 
-def queue_entry(tx: Tx, application_number: str) -> dict[str, Any] | None:
+def queue_entry(db: DatabaseAccess, application_number: str) -> dict[str, Any] | None:
     """The entry with its live queue number, and (``model_republished_at``) when the queue
     read model last changed: one statement, so one snapshot even outside a transaction."""
-    row = tx.execute(
+    rows = db.rows(
         f"""SELECT e.*, CASE WHEN e.in_queue THEN 1 + (
                     SELECT count(*) FROM {S}.queue_entries q
                     WHERE q.queue_name = e.queue_name AND q.status <> 'withdrawn'
@@ -266,8 +266,8 @@ def queue_entry(tx: Tx, application_number: str) -> dict[str, Any] | None:
                    {_MAX["queue"]} AS model_republished_at
             FROM {S}.queue_entries e WHERE e.application_number = :a""",
         {"a": application_number},
-    ).mappings().first()
-    return dict(row) if row else None
+    )
+    return rows[0] if rows else None
 
 
 # -- vacancies, releases, directions -------------------------------------------------------------

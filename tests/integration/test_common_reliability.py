@@ -217,3 +217,18 @@ def test_a_clean_stop_publishes_what_was_committed_while_the_relay_slept(selftes
     assert unsent == 0
     start_services(st.Consumer)
     wait_for(lambda: handled(db_engine, tag) == 1, timeout=15, message="event delivered")
+
+
+def test_a_one_statement_read_sees_committed_rows_and_a_failed_one_discards_its_connection(
+        db_engine):
+    db = DatabaseAccess(db_engine, "public")
+    rows = db.rows("SELECT CAST(:a AS int) + 1 AS n, '50%' AS share, 'a:b' AS colon, :t AS t",
+                   {"a": 41, "t": "x"})
+    assert rows == [{"n": 42, "share": "50%", "colon": "a:b", "t": "x"}]
+    with pytest.raises(Exception, match="division by zero"):
+        db.rows("SELECT 1 / :zero AS n", {"zero": 0})
+    # the pool hands out working connections, in their usual transactional mode, afterwards
+    with db.transaction() as tx:
+        assert tx.execute("SELECT 1").scalar() == 1
+        assert tx.conn.connection.driver_connection.autocommit is False
+    assert db.rows("SELECT 2 AS n") == [{"n": 2}]

@@ -116,3 +116,12 @@ def test_a_service_whose_reply_connection_was_lost_replies_on_a_new_one(echo, ca
     eventlet.sleep(0.2)  # the channel's reader sees the connection end
     with eventlet.Timeout(10):
         assert calls.call(name, "echo", (3,), {})["value"] == 3
+
+
+def test_concurrent_calls_each_get_their_own_reply(echo, calls):
+    name, _ = echo
+    pool = eventlet.GreenPool(50)
+    with eventlet.Timeout(20):
+        results = list(pool.imap(lambda i: calls.call(name, "echo", (i,), {})["value"],
+                                 range(200)))
+    assert results == list(range(200))
