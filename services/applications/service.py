@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
 # A feed text reads fine without the organisation's name, and an application without its live
 # queue number: neither waits the full RPC timeout for a service that is down.
 NAME_LOOKUP_TIMEOUT_SECONDS = 2.0
+QUEUE_LOOKUP_TIMEOUT_SECONDS = 3.0
 # organisations' names for the feed, kept a while per process: one registry call per direction
 # was an eighth of the registry's work in a release storm, for a name that rarely changes
 NAME_CACHE_SECONDS = 300.0
 _names: dict[tuple[str, int], tuple[float, str]] = {}
-QUEUE_LOOKUP_TIMEOUT_SECONDS = 3.0
 
 
 @deserialize_to_instance
