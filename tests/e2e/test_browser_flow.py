@@ -348,6 +348,7 @@ def test_pages_escape_input_and_answer_errors_as_pages(system, browser):
     assert "404" in page.text("main")
     page.goto(system.url("/me"))  # signed out: sent to sign in, and back afterwards
     page.wait("location.pathname === '/sign-in'", message="redirect to sign-in")
+    page.wait_loaded()  # the redirect is done before the sign-in page's script has run
     assert page.evaluate("new URLSearchParams(location.search).get('next')") == "/me"
     # the fallback SHA-256 (pages served over plain http to another host have no SubtleCrypto)
     assert page.evaluate("Kezek.sha256Fallback('abc')") == (
