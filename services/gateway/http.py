@@ -197,9 +197,28 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidJson(f"the body is not valid JSON: {exc}".split("\n")[0][:300]) from None
 
 
+def encode_json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, default=str)
+
+
 def json_response(data: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, ensure_ascii=False, default=str)
-    return Response(body, status=status, headers=headers, content_type=JSON_TYPE)
+    return Response(encode_json(data), status=status, headers=headers, content_type=JSON_TYPE)
+
+
+class JsonPage:
+    """An answer kept in the public cache with its JSON body, encoded once for everyone who
+    gets it from there (a queue page is about 20 KB of text); ``value`` for the CSV export."""
+
+    __slots__ = ("value", "_body")
+
+    def __init__(self, value: Any):
+        self.value, self._body = value, None
+
+    @property
+    def body(self) -> str:
+        if self._body is None:
+            self._body = encode_json(self.value)
+        return self._body
 
 
 class ApiRoute(HttpRequestHandler):
@@ -398,6 +417,9 @@ class ApiRoute(HttpRequestHandler):
         if isinstance(result, Response):
             return result
         route = self.route
+        page = result if isinstance(result, JsonPage) else None
+        if page is not None:
+            result = page.value
         if wants_csv(call):
             if route.name == "statistics" and isinstance(result, dict):
                 columns, rows = route.csv_columns, csvout.statistics_rows(result)
@@ -413,6 +435,8 @@ class ApiRoute(HttpRequestHandler):
             if isinstance(result, dict) and "total" in result:
                 response.headers["X-Total-Count"] = str(result["total"])
             return response
+        if page is not None:
+            return Response(page.body, status=route.status, content_type=JSON_TYPE)
         return json_response(result, route.status)
 
     def _error_response(self, call: Call, exc: BaseException) -> Response:

@@ -20,7 +20,7 @@ from services.common.metrics import Metrics
 from services.common.timers import run_exclusively
 from services.gateway import auth, http, openapi, pages, storage, web
 from services.gateway.cache import PublicCacheProvider
-from services.gateway.http import Call, route
+from services.gateway.http import Call, JsonPage, route
 from services.gateway.routes import LANGUAGE
 from services.gateway.sms import Sms
 from services.gateway.upstream import Upstream
@@ -83,7 +83,7 @@ class GatewayService(web.WebPages):
         filters, page, size = call.filters, call.page, call.page_size
         key = ("list_queue", tuple(sorted(filters.items())), page, size)
         return call.cached(
-            self.cache.get(key, lambda: self.registry.list_queue(filters, page, size))
+            self.cache.get(key, lambda: JsonPage(self.registry.list_queue(filters, page, size)))
         )
 
     @route("queue_lookup")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
@@ -91,7 +92,7 @@ class RegistrySettings:
             max_preferred=int(kezek.get("MAX_PREFERRED_ORGANIZATIONS", 3)),
         )
 
-    @property
+    @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
@@ -403,12 +404,17 @@ def parse_filters(registry: str, filters: Any, tz: ZoneInfo) -> dict[str, Any]:
 # -- public rows ---------------------------------------------------------------------------------
 
 
+_UTC = dt.timezone.utc
+
+
 def iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
         return value
-    return value.astimezone(dt.timezone.utc).isoformat()
+    if value.tzinfo is not _UTC:  # psycopg's values are already in UTC: no conversion
+        value = value.astimezone(_UTC)
+    return value.isoformat()
 
 
 def local_date(value: dt.datetime | None, tz: ZoneInfo) -> str | None:
@@ -417,6 +423,15 @@ def local_date(value: dt.datetime | None, tz: ZoneInfo) -> str | None:
 
 def local_time(value: dt.datetime | None, tz: ZoneInfo) -> str | None:
     return None if value is None else value.astimezone(tz).strftime("%H:%M:%S")
+
+
+def _local_date_time(value: dt.datetime | None, tz: ZoneInfo) -> tuple[str | None, str | None]:
+    """local_date and local_time of one moment, converted once (the queue page's 50 rows)."""
+    if value is None:
+        return None, None
+    local = value.astimezone(tz)
+    return (f"{local.year:04d}-{local.month:02d}-{local.day:02d}",
+            f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}")
 
 
 def _stop_list(raw: Any) -> dict[str, Any] | None:
@@ -454,21 +469,23 @@ LOOKUP_COLUMNS = [
 
 
 def _queue_common(row: Mapping[str, Any], s: RegistrySettings) -> dict[str, Any]:
-    tz = s.tz
+    filed_at = row["filed_at"]
+    filed_date, filed_time = _local_date_time(filed_at, s.tz)
+    status = row["status"]
     return {
         "queue_name": row["queue_name"],
         "queue_number": row.get("queue_number"),
         "applicant_name": mask_name(row["applicant_name"], s.public_full_names),
         "child_name": mask_name(row["child_name"], s.public_full_names),
         "application_number": row["application_number"],
-        "filed_at": iso(row["filed_at"]),
-        "filed_date": local_date(row["filed_at"], tz),
-        "filed_time": local_time(row["filed_at"], tz),
-        "status": row["status"],
+        "filed_at": iso(filed_at),
+        "filed_date": filed_date,
+        "filed_time": filed_time,
+        "status": status,
         "queue_type": row["queue_type"],
         "benefit_tier": row["benefit_tier"],
         "stop_list": _stop_list(row.get("stop_list")),
-        "provided": row["status"] == "provided",
+        "provided": status == "provided",
     }
 
 

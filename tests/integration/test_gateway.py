@@ -605,6 +605,11 @@ def test_the_public_queue_registry_is_kept_a_moment_and_says_so(gw):
     for r in (first, second):
         assert r.headers["Cache-Control"] == f"public, max-age={seconds:g}"
         assert 0 <= int(r.headers["Age"]) <= seconds
+    # the same page kept as JSON still exports as CSV
+    csv = client.get(path + "&format=csv")
+    assert csv.status_code == 200 and csv.headers["Content-Type"].startswith("text/csv")
+    assert csv.text.splitlines()[0].startswith("queue_name,queue_number,application_number")
+    assert csv.headers["X-Total-Count"] == str(first.json()["total"])
     # each answer is still its own audited request
     auditor = staff_client(gw, "auditor")
     rows = wait_for(lambda: (r := audit_rows(gw, auditor, fingerprint=client.fingerprint))
