@@ -22,6 +22,7 @@ others stand by, so records are chained in queue order.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -170,19 +171,20 @@ class AuditConsumer(DependencyProvider):
                 self._flush(channel, final=True)
             self.connected = False
 
-    def _store(self, records: list[tuple[Any, dict]], bad: list[tuple[Any, str]]) -> int:
+    def _store(self, records: list[tuple[Any, dict, dict]], bad: list[tuple[Any, dict, str]]
+               ) -> int:
         """Store the batch in one transaction; returns how many records were new."""
         try:
-            return commands.store_batch(self.db, [record for _, record in records])
+            return commands.store_batch(self.db, [record for _, _, record in records])
         except DataError:
             # a record PostgreSQL refuses must not block the queue behind it: store one by
             # one, in order, and dead-letter what is refused
             stored = 0
-            for message, record in records:
+            for body, headers, record in records:
                 try:
                     stored += commands.store_batch(self.db, [record])
                 except DataError as exc:
-                    bad.append((message, f"refused by the database: {exc.orig}"))
+                    bad.append((body, headers, f"refused by the database: {exc.orig}"))
             return stored
 
     def _on_message(self, message) -> None:
@@ -203,19 +205,39 @@ class AuditConsumer(DependencyProvider):
 
     def _flush(self, channel, final: bool = False) -> None:
         batch = self._pending
-        records, bad = [], []
+        # (body, headers, record) to store; (body, headers, reason) to dead-letter
+        records: list[tuple[Any, dict, dict]] = []
+        bad: list[tuple[Any, dict, str]] = []
         for message in batch:
+            headers = dict(message.headers or {})
             try:
-                records.append((message, domain.normalize_record(domain.decode(message.body))))
+                value = domain.decode(message.body)
             except domain.InvalidRecord as exc:
-                bad.append((message, str(exc)))
+                bad.append((message.body, headers, str(exc)))
+                continue
+            if not isinstance(value, list):
+                try:
+                    records.append((message.body, headers, domain.normalize_record(value)))
+                except domain.InvalidRecord as exc:
+                    bad.append((message.body, headers, str(exc)))
+                continue
+            # the gateway's group commit: the records of several requests in one message,
+            # each stored (or dead-lettered alone, as a message of its own) like any other
+            if not value:
+                bad.append((message.body, headers, "an empty list of audit records"))
+            for item in value:
+                own = {**headers, "kezek.event_id": str(item.get("id") or "")
+                       } if isinstance(item, dict) else headers
+                try:
+                    records.append((json.dumps(item), own, domain.normalize_record(item)))
+                except domain.InvalidRecord as exc:
+                    bad.append((json.dumps(item), own, str(exc)))
         invalid = len(bad)
         try:
             stored = self._store(records, bad)
-            for message, reason in bad:
+            for body, headers, reason in bad:
                 log.error("audit record dead-lettered: %s", reason)
-                send_to_dlq(self.amqp_uri, message.body, AUDIT_QUEUE, reason,
-                            dict(message.headers or {}))
+                send_to_dlq(self.amqp_uri, body, AUDIT_QUEUE, reason, headers)
         except Exception as exc:  # noqa: BLE001 - database or DLQ down: keep them unacked
             self.last_error = repr(exc)
             if final:

@@ -278,8 +278,8 @@ def cpu_seconds(pid: int | str) -> float:
 
 def cpu_snapshot(procs: dict, engine) -> dict[str, float]:
     """CPU seconds of each service process, of each PostgreSQL backend serving this
-    benchmark's database (``pg:<pid>``), of this client, and of the whole machine (busy,
-    total)."""
+    benchmark's database (``pg:<pid>``), of RabbitMQ, of this client, and of the whole machine
+    (busy, total)."""
     import os
 
     from sqlalchemy import text
@@ -289,6 +289,9 @@ def cpu_snapshot(procs: dict, engine) -> dict[str, float]:
         pids = conn.execute(text("SELECT pid FROM pg_stat_activity "
                                  "WHERE datname = current_database()")).scalars().all()
     out.update({f"pg:{pid}": cpu_seconds(pid) for pid in pids})
+    # the broker serves every service on this machine, this benchmark's messages most of all
+    beams = subprocess.run(["pgrep", "-x", "beam.smp"], capture_output=True, text=True)
+    out["rabbitmq"] = sum(cpu_seconds(pid) for pid in beams.stdout.split())
     out["client"] = time.process_time()
     with open("/proc/stat") as fh:
         ticks = [int(v) for v in fh.readline().split()[1:]]
@@ -375,7 +378,7 @@ def main() -> None:
             used = {k: after[k] - before.get(k, 0.0) for k in after if not k.startswith("pg:")}
             used["postgres"] = sum(v - before.get(k, 0.0) for k, v in after.items()
                                    if k.startswith("pg:"))
-            ours = ["registry", "gateway", "audit", "queue", "postgres", "client"]
+            ours = ["registry", "gateway", "audit", "queue", "postgres", "rabbitmq", "client"]
             per = {k: 1000 * used[k] / max(done, 1) for k in ours}
             busy_share = used["machine_busy"] / max(used["machine_total"], 1e-9)
             ours_share = sum(used[k] for k in ours) / max(used["machine_busy"], 1e-9)

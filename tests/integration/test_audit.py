@@ -229,6 +229,24 @@ def test_a_message_that_is_not_a_record_goes_to_the_dead_letter_queue(own):
     assert "not JSON" in reasons[0] and "uuid" in reasons[1]
 
 
+def test_a_list_of_records_in_one_message_is_stored_record_by_record(own):
+    """The gateway's group commit: several requests' records in one message. Each is stored
+    once, in order; one that is not a record is dead-lettered alone, as a message of its own."""
+    tag = uuid.uuid4().hex
+    first, last = records(3, request_id=tag), records(2, request_id=tag)
+    broken = {"id": "not-a-uuid", "action": "GET /", "request_id": tag}
+    publish(own["config"], [first + [broken] + last, first[:1]])  # and the first again
+    wait_for(lambda: stored(own["engine"], tag)[0] == 5, timeout=20, message="records stored")
+    with own["engine"].connect() as conn:
+        ids = conn.execute(text("SELECT id::text FROM audit.audit_log WHERE request_id = :r "
+                                "ORDER BY seq"), {"r": tag}).scalars().all()
+    assert ids == [r["id"] for r in first + last]
+    dead = wait_for(lambda: [d for d in dlq_bodies(own["config"]["AMQP_URI"]) if tag in d[0]],
+                    timeout=10, message="dead-lettered")
+    assert [json.loads(body) for body, _ in dead] == [broken]
+    assert "uuid" in dead[0][1]["x-kezek-reason"]
+
+
 def consumer_of(own):
     return next(d for d in own["runner"].service_map["audit"].dependencies
                 if d.attr_name == "consumer")
