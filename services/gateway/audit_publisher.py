@@ -56,7 +56,7 @@ class AuditPublisher(SharedExtension):
     confirm (group commit): one record alone is published as it is, so a quiet gateway adds no
     delay, and a busy one sends a few hundred records a second in a few dozen messages. One
     message in the quorum queue costs the broker about ten times one record in a list
-    (tests/bench/README.md). ``AUDIT_PUBLISHERS`` batches may be in flight at once (each on its
+    (docs/performance.md). ``AUDIT_PUBLISHERS`` batches may be in flight at once (each on its
     own connection), ``AUDIT_PUBLISH_BATCH`` records at most in one message.
     """
 
