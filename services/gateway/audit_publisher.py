@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import deque
 from typing import Any, Mapping
 
 import eventlet
-from eventlet.event import Event
 from eventlet.queue import LightQueue
 from nameko.extensions import SharedExtension
 
 from services.common import contracts
 from services.common.amqp import AUDIT_EXCHANGE, ConfirmingPublisher, PublishError
+from services.common.coalesce import Coalescer
 from services.common.config import settings
 from services.gateway.errors import AuditUnavailable
 
@@ -74,8 +73,7 @@ class AuditPublisher(SharedExtension):
         self._idle: LightQueue = LightQueue()
         for _ in range(self.size):
             self._idle.put(ConfirmingPublisher(self.amqp_uri))
-        self._waiting: deque[tuple[dict[str, Any], Event]] = deque()
-        self._senders = 0
+        self._batches = Coalescer(self._handle, self.size, self.batch_size)
 
     def stop(self) -> None:
         while not self._idle.empty():
@@ -106,31 +104,16 @@ class AuditPublisher(SharedExtension):
     def publish(self, record: dict[str, Any]) -> None:
         """Publish one record and wait for the broker's confirm; AuditUnavailable if it does not
         come (nack, unroutable, timeout or connection lost)."""
-        confirmed = Event()
-        self._waiting.append((record, confirmed))
-        if self._senders < self.size:
-            self._senders += 1
-            eventlet.spawn_n(self._send_waiting)
-        error = confirmed.wait()
-        if error is not None:
-            raise error
+        self._batches.submit(record)
 
-    def _send_waiting(self) -> None:
-        """Send what is waiting, a batch at a time, until nothing is."""
+    def _handle(self, records: list[dict[str, Any]]) -> list[AuditUnavailable | None]:
         try:
-            while self._waiting:
-                take = min(len(self._waiting), self.batch_size)
-                batch = [self._waiting.popleft() for _ in range(take)]
-                try:
-                    error = self._send([record for record, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - whoever waits must hear of it
-                    log.exception("audit batch of %d not published", len(batch))
-                    error = AuditUnavailable("the audit log is unavailable; try again later")
-                    error.__cause__ = exc
-                for _, confirmed in batch:
-                    confirmed.send(error)
-        finally:
-            self._senders -= 1
+            error = self._send(records)
+        except Exception as exc:  # noqa: BLE001 - whoever waits must hear of it
+            log.exception("audit batch of %d not published", len(records))
+            error = AuditUnavailable("the audit log is unavailable; try again later")
+            error.__cause__ = exc
+        return [error] * len(records)
 
     def _send(self, records: list[dict[str, Any]]) -> AuditUnavailable | None:
         """One message (a record, or a list of them) confirmed; the error for its waiters."""
