@@ -23,7 +23,7 @@ from services.gateway.cache import PublicCacheProvider
 from services.gateway.http import Call, JsonPage, route
 from services.gateway.routes import LANGUAGE
 from services.gateway.sms import Sms
-from services.gateway.upstream import Upstream
+from services.gateway.upstream import Coalesced, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class GatewayService(web.WebPages):
     cache = PublicCacheProvider()
     sms = Sms()
     registry = Upstream("registry")
+    queue_lookups = Coalesced("registry", "queue_lookups")
     applications = Upstream("applications")
     queue = Upstream("queue")
     allocation = Upstream("allocation")
@@ -91,7 +92,7 @@ class GatewayService(web.WebPages):
         """``GET /api/v1/queue/lookup?application_number=A-000123`` -> one queue row."""
         number = call.query["application_number"]
         call.audit_target = f"applications/{number}"
-        return self.registry.queue_lookup(number)
+        return self.queue_lookups(number)  # with the lookups of concurrent requests
 
     @route("list_vacancies")
     def list_vacancies(self, call: Call) -> dict:

@@ -14,6 +14,10 @@
   (the broker has the request before the gateway waits for the answer), replies to a
   non-durable queue (a reply is only of use to this running process) that is declared again
   whenever the connection is re-established.
+
+``lookup = Coalesced("registry", "queue_lookups")`` gives a worker ``lookup(number)``: one
+item of a batch method, the items of concurrent requests sent together in one call over the
+same channel (services.common.coalesce), each request with its own outcome and deadline.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import eventlet
 import kombu.pools
 from kombu import Queue
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.extensions import SharedExtension
+from nameko.exceptions import deserialize
+from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.messaging import HeaderEncoder
 from nameko.rpc import ReplyListener, RpcProxy, ServiceProxy, get_rpc_exchange
 
+from services.common.coalesce import Coalescer
 from services.common.config import settings
 from services.common.rpc_channel import CallChannel
 from services.gateway.errors import UpstreamTimeout
@@ -131,3 +137,41 @@ class Upstream(RpcProxy):
             proxy = ServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener,
                                  **self.options)
         return _TimedService(proxy, self.target_service, self.timeout)
+
+
+class Coalesced(DependencyProvider):
+    """``call(item)`` of ``service.method(items) -> [{"result"} | {"error"}, ...]``, the items
+    of concurrent workers in one read call (at most ``COALESCE_BATCH`` items; up to
+    ``COALESCE_IN_FLIGHT`` calls on their way at once, so a lone request never waits for
+    another's). The headers sent are the first item's worker's. Each worker waits at most
+    ``RPC_TIMEOUT_SECONDS`` (UpstreamTimeout), as a call of its own would."""
+
+    read_calls = ReadCalls()
+    _headers = HeaderEncoder()
+
+    def __init__(self, service: str, method: str):
+        super().__init__()
+        self.service, self.method = service, method
+
+    def setup(self) -> None:
+        s = settings(self.container.config)
+        self.timeout = float(s.get("RPC_TIMEOUT_SECONDS", 10))
+        self.coalescer = Coalescer(self._call, int(s.get("COALESCE_IN_FLIGHT", 1)),
+                                   int(s.get("COALESCE_BATCH", 100)))
+
+    def _timeout(self) -> eventlet.Timeout:
+        return eventlet.Timeout(
+            self.timeout, UpstreamTimeout(f"the {self.service} service did not answer in time"))
+
+    def _call(self, batch: list[tuple[Any, dict]]) -> list[Any]:
+        with self._timeout():
+            outcomes = self.read_calls.channel.call(
+                self.service, self.method, ([item for item, _ in batch],), {}, batch[0][1])
+        return [deserialize(o["error"]) if o.get("error") else o["result"] for o in outcomes]
+
+    def get_dependency(self, worker_ctx):
+        def call(item: Any) -> Any:
+            with self._timeout():
+                return self.coalescer.submit((item, self._headers.get_message_headers(worker_ctx)))
+
+        return call

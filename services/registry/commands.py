@@ -16,6 +16,7 @@ from services.common.errors import BadInput, NotFound
 from services.registry import domain, queries, storage
 
 SOURCE = "registry"
+MAX_LOOKUPS = 200  # application numbers in one queue_lookups call
 
 
 def _request_id(actor: Mapping[str, Any] | None) -> str | None:
@@ -174,17 +175,39 @@ def list_queue(db: DatabaseAccess, filters: Any, page: Any, page_size: Any,
 
 def queue_lookup(db: DatabaseAccess, application_number: Any,
                  settings: domain.RegistrySettings) -> dict[str, Any]:
-    if not isinstance(application_number, str) or not application_number.strip():
-        raise BadInput("application_number is required", field="application_number")
-    number = application_number.strip()
-    row = queries.queue_entry(db, number)
-    if row is None:
-        raise NotFound(f"application {number} is not in the queue registry",
-                       field="application_number")
-    out = domain.lookup_row(row, settings)
-    out["columns"] = list(domain.LOOKUP_COLUMNS)
-    out["republished_at"] = domain.iso(row["model_republished_at"])
-    return out
+    outcome = queue_lookups(db, [application_number], settings)[0]
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def queue_lookups(db: DatabaseAccess, application_numbers: Any,
+                  settings: domain.RegistrySettings) -> list[dict[str, Any]]:
+    """:func:`queue_lookup` of each number, from one statement: ``{"result": row}`` or
+    ``{"error": BadInput | NotFound}`` for each, in order."""
+    if not isinstance(application_numbers, list):
+        raise BadInput("application_numbers must be a list", field="application_numbers")
+    if len(application_numbers) > MAX_LOOKUPS:
+        raise BadInput(f"at most {MAX_LOOKUPS} application numbers at once",
+                       field="application_numbers")
+    numbers = [n.strip() if isinstance(n, str) else None for n in application_numbers]
+    rows = queries.queue_entries(db, sorted({n for n in numbers if n}))
+    outcomes: list[dict[str, Any]] = []
+    for number in numbers:
+        row = rows.get(number) if number else None
+        if not number:
+            outcomes.append({"error": BadInput("application_number is required",
+                                               field="application_number")})
+        elif row is None:
+            outcomes.append({"error": NotFound(
+                f"application {number} is not in the queue registry",
+                field="application_number")})
+        else:
+            out = domain.lookup_row(row, settings)
+            out["columns"] = list(domain.LOOKUP_COLUMNS)
+            out["republished_at"] = domain.iso(row["model_republished_at"])
+            outcomes.append({"result": out})
+    return outcomes
 
 
 def list_vacancies(db: DatabaseAccess, filters: Any, page: Any, page_size: Any,

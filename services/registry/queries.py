@@ -258,16 +258,23 @@ def list_queue(db: DatabaseAccess, f: Mapping[str, Any], limit: int, offset: int
 def queue_entry(db: DatabaseAccess, application_number: str) -> dict[str, Any] | None:
     """The entry with its live queue number, and (``model_republished_at``) when the queue
     read model last changed: one statement, so one snapshot even outside a transaction."""
+    return queue_entries(db, [application_number]).get(application_number)
+
+
+def queue_entries(db: DatabaseAccess, application_numbers: list[str]
+                  ) -> dict[str, dict[str, Any]]:
+    """:func:`queue_entry` of several numbers in one statement (one snapshot): number -> row,
+    numbers not in the registry left out."""
     rows = db.rows(
         f"""SELECT e.*, CASE WHEN e.in_queue THEN 1 + (
                     SELECT count(*) FROM {S}.queue_entries q
                     WHERE q.queue_name = e.queue_name AND q.status <> 'withdrawn'
                       AND q.in_queue AND q.sort_key < e.sort_key) END AS queue_number,
                    {_MAX["queue"]} AS model_republished_at
-            FROM {S}.queue_entries e WHERE e.application_number = :a""",
-        {"a": application_number},
+            FROM {S}.queue_entries e WHERE e.application_number = ANY(:a)""",
+        {"a": list(application_numbers)},
     )
-    return rows[0] if rows else None
+    return {row["application_number"]: row for row in rows}
 
 
 # -- vacancies, releases, directions -------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from nameko.dependency_providers import Config
+from nameko.exceptions import serialize
 
 from services.common import contracts
 from services.common.config import settings
@@ -93,6 +94,15 @@ class RegistryService:
     def queue_lookup(self, application_number: str) -> dict:
         """Queue-number information (05-22) for ``"A-000123"``; NotFound."""
         return commands.queue_lookup(self.db, application_number, self.settings)
+
+    @rpc
+    def queue_lookups(self, application_numbers: list) -> list:
+        """:meth:`queue_lookup` of up to 200 numbers in one call and one statement (the gateway
+        sends the lookups of concurrent requests together): for each number, in order,
+        ``{"result": row}`` or ``{"error": ...}`` (NotFound, BadInput) in Nameko's serialised
+        form."""
+        outcomes = commands.queue_lookups(self.db, application_numbers, self.settings)
+        return [o if "result" in o else {"error": serialize(o["error"])} for o in outcomes]
 
     @rpc
     def list_vacancies(self, filters: dict | None = None, page: int = 1,

@@ -13,6 +13,7 @@ import json
 import random
 import uuid
 
+import eventlet
 import pytest
 import requests
 from kombu import Connection, Exchange, Queue
@@ -735,6 +736,21 @@ def test_an_applicant_files_and_sees_an_application(gw):
         message="queue lookup",
     )
     assert row["application_number"] == number
+
+    # lookups made at once go to the registry together; each still gets its own answer
+    unknown = [f"A-{uuid.uuid4().hex[:10]}" for _ in range(8)]
+    asked = [number, *unknown[:4], number, number, *unknown[4:], number]
+    pool = eventlet.GreenPool(len(asked))
+    answers = list(pool.imap(
+        lambda n: Client(gw).get(f"/api/v1/queue/lookup?application_number={n}"), asked))
+    for n, r in zip(asked, answers):
+        if n == number:
+            assert r.status_code == 200, r.text
+            same = {k: v for k, v in r.json().items() if k != "republished_at"}
+            assert same == {k: v for k, v in row.items() if k != "republished_at"}
+        else:
+            assert_error(r, 404, "NOT_FOUND", field="application_number")
+            assert n in r.json()["error"]["message"]
 
     # a domain error from a service keeps its code and field
     r = applicant.post(

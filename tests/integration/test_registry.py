@@ -7,6 +7,7 @@ import itertools
 import uuid
 
 import pytest
+from nameko.exceptions import deserialize
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
@@ -331,6 +332,27 @@ def test_queue_lookup_05_22(registry, publish):
     assert row["applicant_name"] == "Ахметов А.Б." and row["republished_at"]
     with pytest.raises(NotFound):
         registry.queue_lookup("T-none")
+
+
+def test_several_lookups_in_one_call_answer_each_number_in_order(registry, publish):
+    district = random_name("district")
+    queue = f"{district}/general/2022"
+    first, second = (f"T-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    waiter = handled("on_queue_entry_changed")
+    publish(entry(first, 1, queue_name=queue, district=district, filed=1.0),
+            entry(second, 1, queue_name=queue, district=district, filed=2.0))
+    waiter.wait(2)
+    outcomes = registry.queue_lookups([second, "T-none", first, "  ", f" {second} "])
+    assert [o.get("result", {}).get("application_number") for o in outcomes] == [
+        second, None, first, None, second]
+    assert outcomes[0]["result"] == registry.queue_lookup(second)
+    assert (outcomes[0]["result"]["queue_number"], outcomes[2]["result"]["queue_number"]) == (2, 1)
+    missing, blank = deserialize(outcomes[1]["error"]), deserialize(outcomes[3]["error"])
+    assert isinstance(missing, NotFound) and missing.field == "application_number"
+    assert isinstance(blank, BadInput) and blank.field == "application_number"
+    with pytest.raises(BadInput) as refused:
+        registry.queue_lookups("T-none")
+    assert refused.value.field == "application_numbers"
 
 
 def test_full_names_when_the_setting_says_so(kezek_config, start_services, rpc, publish):
