@@ -47,7 +47,7 @@ def test_the_gateways_request_id_travels_through_rpc_calls_events_and_logs(ops_c
             want <= methods[s] for s, want in expected.items()) else None
 
     found, _ = wait_for(release_logged, timeout=15, interval=0.2,
-                    message=f"the release's log lines from {expected}")
+                        message=f"the release's log lines from {expected}")
     # no line of another request carries it
     assert not found["audit"] or all(e["request_id"] == released for e in found["audit"])
 
