@@ -28,7 +28,7 @@ class Coalescer:
         self.batch_size = max(int(batch_size), 1)
         self._waiting: deque[tuple[Any, Event]] = deque()
         self._senders = 0
-        self.batches = 0  # how many calls of handle so far (metrics, tests)
+        self.batches = 0  # how many calls of handle so far
 
     def submit(self, item: Any) -> Any:
         """Handle ``item`` with whatever else is waiting; its outcome, or raise its error.

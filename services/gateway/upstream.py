@@ -39,6 +39,12 @@ from services.common.rpc_channel import CallChannel
 from services.gateway.errors import UpstreamTimeout
 
 
+def deadline(service: str, seconds: float) -> eventlet.Timeout:
+    """The deadline of a call to ``service``: UpstreamTimeout (504) after ``seconds``."""
+    return eventlet.Timeout(
+        seconds, UpstreamTimeout(f"the {service} service did not answer in time"))
+
+
 class _TimedService:
     def __init__(self, proxy, name: str, timeout: float):
         self._proxy = proxy
@@ -49,10 +55,7 @@ class _TimedService:
         target = getattr(self._proxy, method)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            timeout = eventlet.Timeout(
-                self._timeout, UpstreamTimeout(f"the {self._name} service did not answer in time")
-            )
-            with timeout:
+            with deadline(self._name, self._timeout):
                 return target(*args, **kwargs)
 
         call.__name__ = method
@@ -159,19 +162,16 @@ class Coalesced(DependencyProvider):
         self.coalescer = Coalescer(self._call, int(s.get("COALESCE_IN_FLIGHT", 1)),
                                    int(s.get("COALESCE_BATCH", 100)))
 
-    def _timeout(self) -> eventlet.Timeout:
-        return eventlet.Timeout(
-            self.timeout, UpstreamTimeout(f"the {self.service} service did not answer in time"))
-
-    def _call(self, batch: list[tuple[Any, dict]]) -> list[Any]:
-        with self._timeout():
+    def _call(self, batch: list[tuple[Any, Any]]) -> list[Any]:
+        headers = self._headers.get_message_headers(batch[0][1])
+        with deadline(self.service, self.timeout):
             outcomes = self.read_calls.channel.call(
-                self.service, self.method, ([item for item, _ in batch],), {}, batch[0][1])
+                self.service, self.method, ([item for item, _ in batch],), {}, headers)
         return [deserialize(o["error"]) if o.get("error") else o["result"] for o in outcomes]
 
     def get_dependency(self, worker_ctx):
         def call(item: Any) -> Any:
-            with self._timeout():
-                return self.coalescer.submit((item, self._headers.get_message_headers(worker_ctx)))
+            with deadline(self.service, self.timeout):
+                return self.coalescer.submit((item, worker_ctx))
 
         return call

@@ -194,7 +194,7 @@ def queue_lookups(db: DatabaseAccess, application_numbers: Any,
     rows = queries.queue_entries(db, sorted({n for n in numbers if n}))
     outcomes: list[dict[str, Any]] = []
     for number in numbers:
-        row = rows.get(number) if number else None
+        row = rows.get(number)
         if not number:
             outcomes.append({"error": BadInput("application_number is required",
                                                field="application_number")})

@@ -255,16 +255,11 @@ def list_queue(db: DatabaseAccess, f: Mapping[str, Any], limit: int, offset: int
     return items, int(meta["total"]), meta["model_republished_at"]
 
 
-def queue_entry(db: DatabaseAccess, application_number: str) -> dict[str, Any] | None:
-    """The entry with its live queue number, and (``model_republished_at``) when the queue
-    read model last changed: one statement, so one snapshot even outside a transaction."""
-    return queue_entries(db, [application_number]).get(application_number)
-
-
 def queue_entries(db: DatabaseAccess, application_numbers: list[str]
                   ) -> dict[str, dict[str, Any]]:
-    """:func:`queue_entry` of several numbers in one statement (one snapshot): number -> row,
-    numbers not in the registry left out."""
+    """Each entry with its live queue number, and (``model_republished_at``) when the queue
+    read model last changed: one statement, so one snapshot even outside a transaction.
+    Number -> row; numbers not in the registry are left out."""
     rows = db.rows(
         f"""SELECT e.*, CASE WHEN e.in_queue THEN 1 + (
                     SELECT count(*) FROM {S}.queue_entries q
