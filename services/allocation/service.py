@@ -18,6 +18,7 @@ from services.allocation.domain import Rules
 from services.common import contracts
 from services.common.config import settings
 from services.common.db import GroupedWakeDatabase as Database
+from services.common.db import each
 from services.common.errors import UpstreamTimeout
 from services.common.events import reliable_handler
 from services.common.metrics import Metrics
@@ -150,15 +151,25 @@ class AllocationService:
         return commands.export_releases(self.db, after_seq, limit, place_ids)
 
     # -- events --------------------------------------------------------------------------------
-    @reliable_handler("allocation", "place_released")
-    def on_place_released(self, payload):
-        """Allocate a released place to the first eligible child, or open it as a vacancy."""
-        data = contracts.parse(payload, "allocation", "place_released")
-        return commands.allocate_place(
-            self.db, self.rules, payload["event_id"], data,
-            reserve_next=self.remote(self.queue.reserve_next),
-            release_reservation=self.remote(self.queue.release_reservation),
-            request_id=payload.get("request_id"))
+    @reliable_handler("allocation", "place_released", batch=True)
+    def on_place_released(self, payloads):
+        """Allocate each released place to the first eligible child, or open it as a vacancy
+        (batched: the places released while a batch is handled go next, together, in one
+        transaction)."""
+        reserve_next = self.remote(self.queue.reserve_next)
+        release_reservation = self.remote(self.queue.release_reservation)
+        if len(payloads) > 1:
+            # the batch's places reserved in one queue call (bad payloads are left to parse)
+            events = [p["data"] for p in payloads if isinstance(p, dict)
+                      and isinstance(p.get("data"), dict) and "place_id" in p["data"]
+                      and "revision" in p["data"]]
+            reserve_next = commands.reserve_ahead(
+                self.db, events, self.remote(self.queue.reserve_next_many), reserve_next)
+        return each(self.db, payloads, lambda db, payload: commands.allocate_place(
+            db, self.rules, payload["event_id"],
+            contracts.parse(payload, "allocation", "place_released"),
+            reserve_next=reserve_next, release_reservation=release_reservation,
+            request_id=payload.get("request_id")))
 
     # -- timers (every instance ticks; one runs each job) -----------------------------------------
     @setting_timer("ALLOCATION_TIMER_SECONDS", 5.0)

@@ -179,6 +179,13 @@ def get_place(tx: Tx, place_id: str, lock: str | None = None) -> dict[str, Any] 
         f"SELECT * FROM {S}.places WHERE place_id = CAST(:p AS uuid){suffix}", {"p": place_id}))
 
 
+def get_places(tx: Tx, place_ids: list[str]) -> list[dict[str, Any]]:
+    """The places with these ids (unknown ones left out), in no particular order."""
+    return [dict(r) for r in tx.execute(
+        f"SELECT * FROM {S}.places WHERE place_id = ANY(CAST(:p AS uuid[]))",
+        {"p": place_ids}).mappings()]
+
+
 def lock_place_to_issue(tx: Tx, place_id: str, application_number: str | None,
                         reserved_at: str | None) -> tuple[dict[str, Any] | None, bool]:
     """get_place(lock="update") and closed_direction_exists in one round trip: (the locked

@@ -7,6 +7,8 @@ plain result. Interface: docs/rpc.md, section "applications".
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import time
 from typing import Any
@@ -19,7 +21,7 @@ from nameko.rpc import RpcProxy
 from services.applications import commands
 from services.common import contracts
 from services.common.config import settings
-from services.common.db import Database
+from services.common.db import Database, each
 from services.common.errors import UpstreamTimeout
 from services.common.events import reliable_handler
 from services.common.metrics import Metrics
@@ -172,24 +174,44 @@ class ApplicationsService:
         return commands.benefit_categories(self.db)
 
     # -- events -----------------------------------------------------------------------------------
-    @reliable_handler("queue", "queue_entry_changed")
-    def on_queue_entry_changed(self, payload: dict) -> str:
-        data = contracts.parse(payload, "queue", "queue_entry_changed")
-        result = commands.apply_queue_entry(self.db, payload["event_id"], data, tz=self._tz)
-        return "duplicate" if result == "duplicate" else "ok"
+    # Batched (services.common.events): the events delivered while a batch is handled go
+    # next, together, in one transaction (services.common.db.each), which takes the write
+    # lock once for all of them.
+    @reliable_handler("queue", "queue_entry_changed", batch=True)
+    def on_queue_entry_changed(self, payloads: list[dict]) -> list[str]:
+        def apply(db, payload):
+            data = contracts.parse(payload, "queue", "queue_entry_changed")
+            result = commands.apply_queue_entry(db, payload["event_id"], data, tz=self._tz)
+            return "duplicate" if result == "duplicate" else "ok"
 
-    @reliable_handler("allocation", "direction_issued")
-    def on_direction_issued(self, payload: dict) -> str:
-        data = contracts.parse(payload, "allocation", "direction_issued")
-        result = commands.apply_direction(
-            self.db, "applications.on_direction_issued", payload["event_id"], data,
-            organization_name=self._organization_name, tz=self._tz)
-        return "duplicate" if result == "duplicate" else "ok"
+        return each(self.db, payloads, apply)
 
-    @reliable_handler("allocation", "direction_changed")
-    def on_direction_changed(self, payload: dict) -> str:
-        data = contracts.parse(payload, "allocation", "direction_changed")
-        result = commands.apply_direction(
-            self.db, "applications.on_direction_changed", payload["event_id"], data,
-            organization_name=self._organization_name, tz=self._tz)
-        return "duplicate" if result == "duplicate" else "ok"
+    @reliable_handler("allocation", "direction_issued", batch=True)
+    def on_direction_issued(self, payloads: list[dict]) -> list[str]:
+        return self._on_directions(payloads, "direction_issued")
+
+    @reliable_handler("allocation", "direction_changed", batch=True)
+    def on_direction_changed(self, payloads: list[dict]) -> list[str]:
+        return self._on_directions(payloads, "direction_changed")
+
+    def _on_directions(self, payloads: list[dict], event_type: str) -> list[str]:
+        names = {}
+        if len(payloads) > 1:
+            # asked before the transaction: never hold the write lock across an RPC
+            for payload in payloads:
+                data = payload.get("data") if isinstance(payload, dict) else None
+                if isinstance(data, dict) and data.get("status") == "issued":
+                    with contextlib.suppress(TypeError, ValueError):
+                        organization_id = int(data.get("organization_id"))
+                        if organization_id not in names:
+                            names[organization_id] = self._organization_name(organization_id)
+
+        def apply(db, payload):
+            data = contracts.parse(payload, "allocation", event_type)
+            result = commands.apply_direction(
+                db, f"applications.on_{event_type}", payload["event_id"], data,
+                organization_name=names.get if len(payloads) > 1 else self._organization_name,
+                tz=self._tz)
+            return "duplicate" if result == "duplicate" else "ok"
+
+        return each(self.db, payloads, apply)

@@ -177,8 +177,8 @@ class Metrics(DependencyProvider):
         from nameko.timer import Timer
         from nameko.web.handlers import HttpRequestHandler
 
-        if isinstance(entrypoint, HttpRequestHandler):
-            return
+        if isinstance(entrypoint, HttpRequestHandler) or getattr(entrypoint, "batch", False):
+            return  # a batched event handler writes a line per message itself
         level = logging.DEBUG if isinstance(entrypoint, Timer) else logging.INFO
         if not call_log.isEnabledFor(level):
             return

@@ -14,6 +14,7 @@ from services.common import contracts
 from services.common.config import settings
 from services.common.contracts import PoisonMessage
 from services.common.db import GroupedWakeDatabase as Database
+from services.common.db import each
 from services.common.errors import BadInput
 from services.common.events import reliable_handler
 from services.common.metrics import Metrics
@@ -77,6 +78,13 @@ class QueueService:
         return commands.reserve_next(self.db, place)
 
     @rpc
+    def reserve_next_many(self, places: list[dict]) -> list[dict | None]:
+        """:meth:`reserve_next` for each place in turn, in one transaction: a list of the
+        reserved entries (or None) in the order of ``places`` (at most 200). Allocation sends
+        the places of a batch of releases together."""
+        return commands.reserve_next_many(self.db, places)
+
+    @rpc
     def reserve_claimant(self, place: dict, application_numbers: list[str]) -> dict | None:
         """Reserve the claimant highest in the queue who fits the place; idempotent by place."""
         return commands.reserve_claimant(self.db, place, application_numbers)
@@ -128,38 +136,44 @@ class QueueService:
                                        application_numbers)
 
     # -- events ------------------------------------------------------------------------------------
-    def _on(self, payload: dict, source: str, event_type: str, method: str, command) -> str:
-        data = contracts.parse(payload, source, event_type)
-        try:
-            result = command(self.db, data, event=(f"queue.{method}", payload["event_id"]),
-                             request_id=payload.get("request_id"))
-        except BadInput as exc:  # the event's data can never be applied: dead-letter it now
-            raise PoisonMessage(str(exc)) from exc
-        return _handled(result)
+    # Batched (services.common.events): the events delivered while a batch is handled go
+    # next, together, in one transaction (services.common.db.each).
+    def _on(self, payloads: list[dict], source: str, event_type: str, method: str,
+            command) -> list[str]:
+        def apply(db, payload):
+            data = contracts.parse(payload, source, event_type)
+            try:
+                result = command(db, data, event=(f"queue.{method}", payload["event_id"]),
+                                 request_id=payload.get("request_id"))
+            except BadInput as exc:  # the event's data can never be applied: dead-letter it
+                raise PoisonMessage(str(exc)) from exc
+            return _handled(result)
 
-    @reliable_handler("applications", "application_filed")
-    def on_application_filed(self, payload: dict) -> str:
-        return self._on(payload, "applications", "application_filed", "on_application_filed",
+        return each(self.db, payloads, apply)
+
+    @reliable_handler("applications", "application_filed", batch=True)
+    def on_application_filed(self, payloads: list[dict]) -> list[str]:
+        return self._on(payloads, "applications", "application_filed", "on_application_filed",
                         commands.enqueue)
 
-    @reliable_handler("applications", "application_withdrawn")
-    def on_application_withdrawn(self, payload: dict) -> str:
-        return self._on(payload, "applications", "application_withdrawn",
+    @reliable_handler("applications", "application_withdrawn", batch=True)
+    def on_application_withdrawn(self, payloads: list[dict]) -> list[str]:
+        return self._on(payloads, "applications", "application_withdrawn",
                         "on_application_withdrawn", commands.application_withdrawn)
 
-    @reliable_handler("applications", "benefit_verified")
-    def on_benefit_verified(self, payload: dict) -> str:
-        return self._on(payload, "applications", "benefit_verified", "on_benefit_verified",
+    @reliable_handler("applications", "benefit_verified", batch=True)
+    def on_benefit_verified(self, payloads: list[dict]) -> list[str]:
+        return self._on(payloads, "applications", "benefit_verified", "on_benefit_verified",
                         commands.benefit_verified)
 
-    @reliable_handler("allocation", "direction_issued")
-    def on_direction_issued(self, payload: dict) -> str:
-        return self._on(payload, "allocation", "direction_issued", "on_direction_issued",
+    @reliable_handler("allocation", "direction_issued", batch=True)
+    def on_direction_issued(self, payloads: list[dict]) -> list[str]:
+        return self._on(payloads, "allocation", "direction_issued", "on_direction_issued",
                         commands.direction_event)
 
-    @reliable_handler("allocation", "direction_changed")
-    def on_direction_changed(self, payload: dict) -> str:
-        return self._on(payload, "allocation", "direction_changed", "on_direction_changed",
+    @reliable_handler("allocation", "direction_changed", batch=True)
+    def on_direction_changed(self, payloads: list[dict]) -> list[str]:
+        return self._on(payloads, "allocation", "direction_changed", "on_direction_changed",
                         commands.direction_event)
 
     # -- timers ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from nameko.exceptions import serialize
 
 from services.common import contracts
 from services.common.config import settings
-from services.common.db import Database
+from services.common.db import Database, each
 from services.common.events import reliable_handler
 from services.common.metrics import Metrics
 from services.common.rpc import rpc
@@ -130,35 +130,38 @@ class RegistryService:
 
     # -- read models ---------------------------------------------------------------------------
 
-    @reliable_handler("queue", "queue_entry_changed")
-    def on_queue_entry_changed(self, payload: dict[str, Any]) -> str:
-        data = contracts.parse(payload, "queue", "queue_entry_changed")
-        return commands.apply_queue_entry(self.db, payload["event_id"], data, self.settings,
-                                          handler="registry.on_queue_entry_changed")
+    # Batched (services.common.events): the events delivered while a batch is handled go
+    # next, together, in one transaction (services.common.db.each).
+    @reliable_handler("queue", "queue_entry_changed", batch=True)
+    def on_queue_entry_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
+        return each(self.db, payloads, lambda db, payload: commands.apply_queue_entry(
+            db, payload["event_id"], contracts.parse(payload, "queue", "queue_entry_changed"),
+            self.settings, handler="registry.on_queue_entry_changed"))
 
-    @reliable_handler("allocation", "place_released")
-    def on_place_released(self, payload: dict[str, Any]) -> str:
-        data = contracts.parse(payload, "allocation", "place_released")
-        return commands.apply_place(self.db, payload["event_id"], data, True, self.settings,
-                                    handler="registry.on_place_released")
+    @reliable_handler("allocation", "place_released", batch=True)
+    def on_place_released(self, payloads: list[dict[str, Any]]) -> list[str]:
+        return each(self.db, payloads, lambda db, payload: commands.apply_place(
+            db, payload["event_id"], contracts.parse(payload, "allocation", "place_released"),
+            True, self.settings, handler="registry.on_place_released"))
 
-    @reliable_handler("allocation", "place_changed")
-    def on_place_changed(self, payload: dict[str, Any]) -> str:
-        data = contracts.parse(payload, "allocation", "place_changed")
-        return commands.apply_place(self.db, payload["event_id"], data, False, self.settings,
-                                    handler="registry.on_place_changed")
+    @reliable_handler("allocation", "place_changed", batch=True)
+    def on_place_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
+        return each(self.db, payloads, lambda db, payload: commands.apply_place(
+            db, payload["event_id"], contracts.parse(payload, "allocation", "place_changed"),
+            False, self.settings, handler="registry.on_place_changed"))
 
-    @reliable_handler("allocation", "direction_issued")
-    def on_direction_issued(self, payload: dict[str, Any]) -> str:
-        data = contracts.parse(payload, "allocation", "direction_issued")
-        return commands.apply_direction(self.db, payload["event_id"], data, self.settings,
-                                        handler="registry.on_direction_issued")
+    @reliable_handler("allocation", "direction_issued", batch=True)
+    def on_direction_issued(self, payloads: list[dict[str, Any]]) -> list[str]:
+        return each(self.db, payloads, lambda db, payload: commands.apply_direction(
+            db, payload["event_id"], contracts.parse(payload, "allocation", "direction_issued"),
+            self.settings, handler="registry.on_direction_issued"))
 
-    @reliable_handler("allocation", "direction_changed")
-    def on_direction_changed(self, payload: dict[str, Any]) -> str:
-        data = contracts.parse(payload, "allocation", "direction_changed")
-        return commands.apply_direction(self.db, payload["event_id"], data, self.settings,
-                                        handler="registry.on_direction_changed")
+    @reliable_handler("allocation", "direction_changed", batch=True)
+    def on_direction_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
+        return each(self.db, payloads, lambda db, payload: commands.apply_direction(
+            db, payload["event_id"],
+            contracts.parse(payload, "allocation", "direction_changed"),
+            self.settings, handler="registry.on_direction_changed"))
 
     @reliable_handler("registry", "organization_changed")
     def on_organization_changed(self, payload: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from nameko.rpc import rpc
 from sqlalchemy import text
 
 from services.common import contracts
-from services.common.db import Database
+from services.common.db import Database, each
 from services.common.events import reliable_handler
 from services.common.ledger import base_sql
 
@@ -29,6 +29,12 @@ def create_schema(engine) -> None:
         conn.exec_driver_sql(
             f"CREATE TABLE {SCHEMA}.handled (id bigserial PRIMARY KEY, tag text NOT NULL, "
             "event_id uuid NOT NULL)")
+        # what the batched consumer did: one row per event, with the size of its batch and the
+        # transaction that wrote it
+        conn.exec_driver_sql(
+            f"CREATE TABLE {SCHEMA}.batched (id bigserial PRIMARY KEY, tag text NOT NULL, "
+            "event_id uuid NOT NULL, batch_size int NOT NULL, "
+            "txid bigint NOT NULL DEFAULT txid_current())")
 
 
 class Producer:
@@ -73,3 +79,36 @@ class Consumer:
             tx.execute(f"INSERT INTO {SCHEMA}.handled (tag, event_id) VALUES (:t, :e)",
                        {"t": data["tag"], "e": payload["event_id"]})
         return "ok"
+
+
+class BatchConsumer:
+    """The same events, handled in batches (``batch=True``). A ``fail`` event raises; a tag
+    starting with ``swallow`` makes its step raise inside a transaction and catch the error
+    itself (the batch must then be redone event by event, each in its own transaction)."""
+
+    name = "selftest_batch_consumer"
+    db = Database(SCHEMA, relay=False)
+
+    @reliable_handler("selftest_producer", "thing_happened", batch=True)
+    def on_things(self, payloads):
+        def step(db, payload):
+            data = contracts.parse(payload, "selftest_producer", "thing_happened")
+            if data["fail"]:
+                raise RuntimeError(f"cannot handle {data['tag']}")
+            if data["tag"].startswith("swallow") and len(payloads) > 1:
+                try:
+                    with db.transaction() as tx:
+                        tx.execute(f"INSERT INTO {SCHEMA}.batched (tag, event_id, batch_size) "
+                                   "VALUES ('half-done', :e, 0)", {"e": payload["event_id"]})
+                        raise ValueError("changed my mind")
+                except ValueError:
+                    pass
+            with db.transaction() as tx:
+                if not tx.claim_event("selftest_batch_consumer.on_things", payload["event_id"]):
+                    return "duplicate"
+                tx.execute(f"INSERT INTO {SCHEMA}.batched (tag, event_id, batch_size) "
+                           "VALUES (:t, :e, :n)",
+                           {"t": data["tag"], "e": payload["event_id"], "n": len(payloads)})
+            return "ok"
+
+        return each(self.db, payloads, step)

@@ -28,8 +28,92 @@ def selftest(kezek_config, db_engine):
     st.create_schema(db_engine)
     amqp.declare(kezek_config["AMQP_URI"], [
         handler_queue("selftest_producer", "thing_happened", "selftest_consumer", "on_thing",
-                      5, kezek_config)])
+                      5, kezek_config),
+        handler_queue("selftest_producer", "thing_happened", "selftest_batch_consumer",
+                      "on_things", 5, kezek_config)])
     return kezek_config
+
+
+def publish(config, events) -> None:
+    publisher = amqp.ConfirmingPublisher(config["AMQP_URI"])
+    try:
+        publisher.publish_batch([("selftest_producer.events", "thing_happened", event, {})
+                                 for event in events])
+    finally:
+        publisher.close()
+
+
+def batched(db_engine, prefix):
+    """(tag, event_id, batch_size, txid) of what the batched consumer wrote for tags that
+    start with ``prefix``."""
+    with db_engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT tag, event_id::text, batch_size, txid FROM selftest.batched "
+            "WHERE tag LIKE :p ORDER BY id"), {"p": prefix + "%"}).all()
+
+
+def test_a_batched_handler_handles_a_burst_in_shared_transactions_each_event_once(
+        selftest, db_engine, start_services):
+    prefix = f"burst-{uuid.uuid4().hex[:8]}"
+    events = [contracts.envelope("selftest_producer", "thing_happened",
+                                 {"tag": f"{prefix}-{i}", "fail": False}) for i in range(300)]
+    publish(selftest, events[:150])  # waiting before the consumer starts: batches at once
+    start_services(st.BatchConsumer)
+    publish(selftest, events[150:] + events[:5])  # and five delivered a second time
+    wait_for(lambda: len(batched(db_engine, prefix)) >= 300, timeout=30,
+             message="every event handled")
+    eventlet.sleep(0.5)  # the redelivered copies arrive
+    rows = batched(db_engine, prefix)
+    assert sorted(r.event_id for r in rows) == sorted(e["event_id"] for e in events)
+    # several events a batch, each batch one transaction, none bigger than HANDLER_BATCH
+    assert max(r.batch_size for r in rows) > 1
+    assert max(r.batch_size for r in rows) <= 50
+    by_tx: dict[int, list] = {}
+    for r in rows:
+        by_tx.setdefault(r.txid, []).append(r)
+    assert any(len(v) > 1 for v in by_tx.values())
+    assert all(len(v) <= v[0].batch_size for v in by_tx.values())
+
+
+def test_a_failing_event_in_a_batch_is_dead_lettered_alone_and_the_rest_are_handled(
+        selftest, db_engine, start_services):
+    prefix = f"mixed-{uuid.uuid4().hex[:8]}"
+    good = [contracts.envelope("selftest_producer", "thing_happened",
+                               {"tag": f"{prefix}-{i}", "fail": False}) for i in range(40)]
+    bad = contracts.envelope("selftest_producer", "thing_happened",
+                             {"tag": f"{prefix}-bad", "fail": True})
+    publish(selftest, good[:20] + [bad] + good[20:])
+    start_services(st.BatchConsumer)
+    found = wait_for(lambda: dlq_messages(selftest["AMQP_URI"], f"{prefix}-bad"), timeout=30,
+                     message="the failing event in the DLQ")
+    body, headers = found[0]
+    assert json.loads(body)["event_id"] == bad["event_id"]
+    assert "cannot handle" in headers["x-kezek-reason"]
+    assert headers["x-kezek-queue"] == (
+        "evt-selftest_producer-thing_happened--selftest_batch_consumer.on_things")
+    wait_for(lambda: len(batched(db_engine, prefix)) >= 40, timeout=20,
+             message="the good events handled")
+    rows = batched(db_engine, prefix)
+    assert sorted(r.event_id for r in rows) == sorted(e["event_id"] for e in good)
+
+
+def test_a_step_that_swallows_its_own_error_makes_the_batch_run_event_by_event(
+        selftest, db_engine, start_services):
+    prefix = f"swallow-{uuid.uuid4().hex[:8]}"
+    events = [contracts.envelope("selftest_producer", "thing_happened",
+                                 {"tag": f"{prefix}-{i}", "fail": False}) for i in range(30)]
+    publish(selftest, events)
+    start_services(st.BatchConsumer)
+    wait_for(lambda: len(batched(db_engine, prefix)) >= 30, timeout=30,
+             message="every event handled")
+    eventlet.sleep(0.3)
+    rows = batched(db_engine, prefix)
+    # nothing of the half-done steps was kept; every event was then handled alone
+    assert sorted(r.event_id for r in rows) == sorted(e["event_id"] for e in events)
+    assert {r.batch_size for r in rows} == {1}
+    with db_engine.connect() as conn:
+        assert conn.execute(text(
+            "SELECT count(*) FROM selftest.batched WHERE tag = 'half-done'")).scalar() == 0
 
 
 def handled(db_engine, tag):

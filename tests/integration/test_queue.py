@@ -276,6 +276,35 @@ def test_concurrent_reservations_have_exactly_one_winner_each(queue, config, db_
     assert open_rows == 30
 
 
+def test_places_reserved_together_go_to_the_children_in_queue_order(queue):
+    r = Region()
+    for n in range(4):
+        queue.enqueue(r.filed(n, n))
+    queue.enqueue(r.filed(9, 9, language="ru"))
+    places = [r.place(), r.place(language="ru"), r.place(), r.place(language="ru"),
+              r.place()]
+    got = queue.reserve_next_many(places)
+    assert [g and g["application_number"] for g in got] == [
+        r.number(0), r.number(9), r.number(1), None, r.number(2)]
+    assert all(g["status"] == "offered" for g in got if g)
+    # the same places again: the same children, as reserve_next answers each place
+    assert queue.reserve_next_many(places) == got
+    assert queue.reserve_next(places[2]) == got[2]
+    assert queue.reserve_next(r.place())["application_number"] == r.number(3)
+
+
+def test_reserving_together_refuses_a_bad_place_and_reserves_nothing(queue):
+    r = Region()
+    queue.enqueue(r.filed(0, 0))
+    with pytest.raises(BadInput) as refused:
+        queue.reserve_next_many([r.place(), {**r.place(), "organization_id": "seven"}])
+    assert refused.value.field == "place.organization_id"
+    assert queue.lookup(r.number(0))["status"] == "queued"
+    with pytest.raises(BadInput) as empty:
+        queue.reserve_next_many([])
+    assert empty.value.field == "places"
+
+
 def test_claimant_highest_in_queue_wins_and_release_returns_the_child(queue):
     r = Region()
     queue.enqueue(r.filed(1, 0, preferred_organizations=[r.other_org]))
