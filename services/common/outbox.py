@@ -22,6 +22,9 @@ from services.common.amqp import ConfirmingPublisher, PublishError
 
 log = logging.getLogger(__name__)
 
+# the relay's gauges (unsent rows, age of the oldest) are refreshed at most this often
+GAUGE_SECONDS = 1.0
+
 
 class OutboxRelay:
     def __init__(self, engine: Engine, schema: str, amqp_uri: str, poll_seconds: float = 1.0,
@@ -36,6 +39,7 @@ class OutboxRelay:
         self._running = False
         self._gt = None
         self.last_error: str | None = None
+        self._gauges_at = 0.0
         # the service's series exist (at 0) before the first batch or failure
         for series in (metrics.OUTBOX_PENDING, metrics.OUTBOX_OLDEST_AGE, metrics.OUTBOX_SENT,
                        metrics.OUTBOX_PUBLISH_FAILURES):
@@ -126,6 +130,12 @@ class OutboxRelay:
         return len(rows)
 
     def _refresh_gauges(self) -> None:
+        """The pending and oldest-age gauges, at most once per ``GAUGE_SECONDS``: a busy relay
+        goes round many times a second, and each refresh is a statement of its own."""
+        now = time.monotonic()
+        if now - self._gauges_at < GAUGE_SECONDS:
+            return
+        self._gauges_at = now
         try:
             pending, oldest = self.lag()
             metrics.OUTBOX_PENDING.labels(self.service).set(pending)
