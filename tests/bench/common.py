@@ -136,6 +136,11 @@ def discard_backlog(config: dict, schemas: tuple[str, ...] = (
             out[schema] = conn.execute(text(
                 f"UPDATE {schema}.outbox SET sent_at = clock_timestamp() "
                 "WHERE sent_at IS NULL")).rowcount
+    # as autovacuum would, in time: hundreds of thousands of rows just left the index of
+    # unsent rows, and every relay cycle would walk their dead entries until then
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for schema in schemas:
+            conn.execute(text(f"VACUUM (ANALYZE) {schema}.outbox"))
     return out
 
 
@@ -282,3 +287,26 @@ def broker_backlog(config: dict) -> dict[str, int]:
     return {"queued_messages": sum(n for q, n in counts.items()
                                    if q.startswith("evt-") or q == "kezek.audit"),
             "dead_letters": sum(n for q, n in counts.items() if q.endswith("dlq"))}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def servers_cpu_seconds() -> dict[str, float]:
+    """CPU time used so far by RabbitMQ (beam.smp) and by PostgreSQL (every postgres process
+    alive now; the services' pooled connections live through a load)."""
+    totals = {"rabbitmq": 0.0, "postgresql": 0.0}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            comm = (proc / "comm").read_text().strip()
+            if comm in ("beam.smp", "postgres"):
+                totals["rabbitmq" if comm == "beam.smp" else "postgresql"] += \
+                    cpu_seconds(int(proc.name))
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            continue
+    return totals

@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import requests  # noqa: E402
 
 import services  # noqa: E402,F401  (PSYCOPG_WAIT_FUNC)
+from tests.bench.common import cpu_seconds, servers_cpu_seconds  # noqa: E402
 from tests.conftest import destroy_isolated_config, make_isolated_config  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.system import System, random_phone, start_system, valid_iin  # noqa: E402
@@ -155,29 +156,6 @@ def file_applications(system: System, n: int, rng: random.Random) -> list[str]:
 
 
 # -- load ---------------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def servers_cpu_seconds() -> dict[str, float]:
-    """CPU time used so far by RabbitMQ (beam.smp) and by PostgreSQL (every postgres process
-    alive now; the services' pooled connections live through a load)."""
-    totals = {"rabbitmq": 0.0, "postgresql": 0.0}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            comm = (proc / "comm").read_text().strip()
-            if comm in ("beam.smp", "postgres"):
-                totals["rabbitmq" if comm == "beam.smp" else "postgresql"] += \
-                    cpu_seconds(int(proc.name))
-        except (OSError, ValueError, IndexError):  # the process ended meanwhile
-            continue
-    return totals
-
-
 def load(address: str, path_of, seconds: float, concurrency: int,
          warmup: float = 2.0, pid: int | None = None, expect: int = 200,
          meter=None) -> dict:

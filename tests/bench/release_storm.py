@@ -35,12 +35,12 @@ default ``--rate 150`` the storm offers the target rate: the allocation rate is 
 at it and the latency shows whether the services keep up; ``--rate 0`` releases as fast as
 the callers can and measures the capacity (the latency then includes waiting in the queue).
 
-Also printed: the CPU time the five service processes spent on the storm, per place (what
-limits the rate on two cores), and each service's peak memory.
+Also printed: the CPU time the five service processes, RabbitMQ and PostgreSQL spent on the
+storm, per place (what limits the rate on two cores), and each service's peak memory.
 
 ``--reuse TAG`` works in the kept database ``kezek_test_TAG`` (and vhost) of an earlier run
-with ``KEZEK_KEEP_TEST_DB=1``, to iterate without loading again; each storm takes groups no
-earlier storm used.
+with ``KEZEK_KEEP_TEST_DB=1``, to iterate without loading again; each storm releases seats
+still free after the earlier ones (and the children they left waiting).
 """
 
 import eventlet
@@ -58,8 +58,9 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import services  # noqa: E402,F401  (PSYCOPG_WAIT_FUNC)
-from tests.bench.common import (Figure, Services, broker_backlog, discard_backlog, emit,  # noqa: E402
-                                isolated, median, percentile, rpc_proxy)
+from tests.bench.common import (Figure, Services, broker_backlog, cpu_seconds,  # noqa: E402
+                                discard_backlog, emit, isolated, median, percentile,
+                                rpc_proxy, servers_cpu_seconds)
 
 WORKLOAD = "release_storm"
 SEED = 1
@@ -116,23 +117,24 @@ def limited(config: dict, connections: int) -> dict:
     """The config with each service process holding at most ``connections`` database
     connections (pool and overflow): five processes at the default 10 + 20 would be 150, past
     PostgreSQL's max_connections of 100 on a machine that runs other tests too ("too many
-    clients" then fails handlers). A worker past the limit waits for a connection."""
-    pool = max(1, connections // 2)
-    return {**config, "DB_POOL_SIZE": pool, "DB_MAX_OVERFLOW": max(0, connections - pool)}
+    clients" then fails handlers). A worker past the limit waits for a connection.
+
+    All of them stay in the pool (no overflow): an overflow connection is closed again after
+    each use, and with more workers than pooled connections a storm would open a new
+    PostgreSQL backend for every few statements (a fork and a login each)."""
+    return {**config, "DB_POOL_SIZE": max(1, connections), "DB_MAX_OVERFLOW": 0}
 
 
-def cpu_seconds(running: Services) -> dict[str, float]:
-    """CPU time (user + system) each service process has used so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
+def cpu_by_process(running: Services) -> dict[str, float]:
+    """CPU time (user + system) each service process, RabbitMQ and PostgreSQL have used so
+    far (the servers are shared with whatever else runs on the machine)."""
     out = {}
     for name, proc in running.procs.items():
         try:
-            with open(f"/proc/{proc.pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            out[name] = (int(fields[11]) + int(fields[12])) / ticks
-        except (FileNotFoundError, IndexError, ValueError):
+            out[name] = cpu_seconds(proc.pid)
+        except (OSError, IndexError, ValueError):
             out[name] = 0.0
-    return out
+    return {**out, **servers_cpu_seconds()}
 
 
 def backlog(config: dict, engine) -> dict:
@@ -174,8 +176,9 @@ def catch_up(config: dict, engine, running: Services, timeout: float) -> float:
 
 def storm_plan(engine, places: int, tag: str) -> list[tuple[int, int, int]]:
     """(organisation, group, places) release calls adding up to ``places``: groups with free
-    places and children waiting who chose the organisation, none used by an earlier storm,
-    no more places than children waiting (a child waits for up to three organisations, so a
+    places (capacity less enrolled children less the places allocation holds open, so an
+    earlier storm's directed places count as taken) and children waiting who chose the
+    organisation, no more places than children waiting (a child waits for up to three organisations, so a
     few places may find nobody left and become vacancies), spread over the region and
     interleaved. The demo city has fewer than 5,000 free seats: if ``places`` is more than
     the groups can take, every free seat is released (and said so)."""
@@ -183,16 +186,19 @@ def storm_plan(engine, places: int, tag: str) -> list[tuple[int, int, int]]:
 
     with engine.connect() as conn:
         rows = conn.execute(text(
-            """SELECT g.organization_id, g.id, g.capacity - g.enrolled AS free, w.waiting
+            """SELECT g.organization_id, g.id, g.capacity - g.enrolled - o.open AS free,
+                      w.waiting
                FROM registry.groups g
+               CROSS JOIN LATERAL (
+                   SELECT count(*) AS open FROM allocation.places p
+                   WHERE p.group_id = g.id AND p.status <> 'filled') o
                CROSS JOIN LATERAL (
                    SELECT count(*) AS waiting FROM queue.candidates c
                    JOIN queue.entries e ON e.application_number = c.application_number
                    WHERE c.organization_id = g.organization_id AND c.birth_year = g.birth_year
                      AND c.language = g.language AND c.group_kind = g.group_type
                      AND e.status = 'queued') w
-               WHERE g.capacity > g.enrolled AND w.waiting > 0
-                 AND NOT EXISTS (SELECT 1 FROM allocation.places p WHERE p.group_id = g.id)
+               WHERE g.capacity > g.enrolled + o.open AND w.waiting > 0
                ORDER BY md5(g.id::text || :salt)"""), {"salt": tag}).all()
     budget = {(int(r.organization_id), int(r.id)): min(int(r.free), int(r.waiting))
               for r in rows}
@@ -391,12 +397,12 @@ def main() -> None:
             pace = f"offered at {args.rate:g}/s" if args.rate else "as fast as possible"
             print(f"storm: {sum(c[2] for c in calls)} places in {len(calls)} release calls over "
                   f"{len({c[1] for c in calls})} groups, {pace}", flush=True)
-            cpu_before = cpu_seconds(running)
+            cpu_before = cpu_by_process(running)
             storm = release_storm(config, engine, calls, args.rate, args.callers, args.timeout)
             rss = running.peak_rss()
             # every event of the storm delivered (the registry has caught up) before comparing
             catch_up(config, engine, running, args.timeout)
-            cpu_after = cpu_seconds(running)
+            cpu_after = cpu_by_process(running)
             cpu = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) * 1000 / max(storm["places"], 1)
                    for k in cpu_after}
             differences, per_model, reconcile_seconds, lines = reconcile_registry(config)
@@ -412,9 +418,13 @@ def main() -> None:
           f"{storm['seconds'] or 0:.1f} s, last one in the protocol after "
           f"{storm['visible_seconds'] or 0:.1f} s; peak RSS MiB "
           + ", ".join(f"{k} {v['peak'] / 1024:.0f}" for k, v in rss.items()), flush=True)
+    servers = {k: cpu.pop(k) for k in ("rabbitmq", "postgresql")}
     print("CPU ms a place (service processes, storm and its events): "
           + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-          + f"; total {sum(cpu.values()):.1f}", flush=True)
+          + f"; total {sum(cpu.values()):.1f}; and the servers: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in servers.items())
+          + f"; everything {sum(cpu.values()) + sum(servers.values()):.1f} "
+          f"(two cores give 2,000 ms a second)", flush=True)
     offered = f"offered {args.rate:g}/s" if args.rate else "released as fast as possible"
     emit(Figure(WORKLOAD, "places_allocated_per_s", storm["rate"], "places/s",
                 floor="pika_roundtrip_per_s",
@@ -432,6 +442,10 @@ def main() -> None:
                 note="CPU time of the five service processes over the storm / places "
                      "(2 cores: 2,000 ms/s in all)",
                 extra={k: round(v, 2) for k, v in cpu.items()}))
+    emit(Figure(WORKLOAD, "all_cpu_ms_per_place", sum(cpu.values()) + sum(servers.values()),
+                "ms", note="the services, RabbitMQ and PostgreSQL over the storm / places "
+                           "(150 places/s on 2 cores needs at most 13.3)",
+                extra={k: round(v, 2) for k, v in servers.items()}))
     if args.full_catch_up:
         emit(Figure(WORKLOAD, "catch_up_seconds", caught_up, "s",
                     note="services handle the load's events before the storm"))
