@@ -184,7 +184,7 @@ class ApplicationsService:
             result = commands.apply_queue_entry(db, payload["event_id"], data, tz=self._tz)
             return "duplicate" if result == "duplicate" else "ok"
 
-        return each(self.db, payloads, apply)
+        return each(self.db, payloads, apply, claim="applications.on_queue_entry_changed")
 
     @reliable_handler("allocation", "direction_issued", batch=True)
     def on_direction_issued(self, payloads: list[dict]) -> list[str]:
@@ -214,4 +214,4 @@ class ApplicationsService:
                 tz=self._tz)
             return "duplicate" if result == "duplicate" else "ok"
 
-        return each(self.db, payloads, apply)
+        return each(self.db, payloads, apply, claim=f"applications.on_{event_type}")

@@ -115,8 +115,30 @@ class Tx:
             statement = text(statement)
         return self.conn.execute(statement, params or {})
 
+    def claim_events(self, handler: str, event_ids: list[str]) -> None:
+        """Record the events of a batch in the inbox in one statement; ``claim_event`` for
+        this handler then answers from what it found (True once for each event that was not
+        there yet) instead of a statement each."""
+        ids = list(dict.fromkeys(str(e).lower() for e in event_ids))
+        fresh = self.conn.execute(
+            text(
+                f"INSERT INTO {self.schema}.inbox (handler, event_id) "
+                "SELECT :h, e FROM unnest(CAST(:ids AS uuid[])) AS e "
+                "ON CONFLICT DO NOTHING RETURNING event_id::text"
+            ),
+            {"h": handler, "ids": ids},
+        ).scalars().all()
+        self._claimed = (handler, set(ids), set(fresh))
+
     def claim_event(self, handler: str, event_id: str) -> bool:
         """Record (handler, event_id) in the inbox; False if it was already handled."""
+        claimed = getattr(self, "_claimed", None)
+        if claimed is not None and claimed[0] == handler and str(event_id).lower() in claimed[1]:
+            key = str(event_id).lower()
+            if key in claimed[2]:
+                claimed[2].discard(key)  # a second claim of it in the same batch: False
+                return True
+            return False
         row = self.conn.execute(
             text(
                 f"INSERT INTO {self.schema}.inbox (handler, event_id) VALUES (:h, :e) "
@@ -264,13 +286,17 @@ class SharedAccess:
         return [dict(r) for r in self.tx.conn.execute(text(sql), params or {}).mappings()]
 
 
-def each(db: DatabaseAccess, items: list, handle) -> list:
+def each(db: DatabaseAccess, items: list, handle, claim: str | None = None) -> list:
     """``[handle(db, item) for item in items]``, with every transaction and read of all the
     items one transaction that commits at the end: a batch of event handlers pays one
     connection checkout, BEGIN and COMMIT (and its WAL flush) instead of one per event, and
     wakes the outbox relay once. Each item sees what the ones before it wrote. If any raises,
     nothing of the batch is written (and the error is raised); a lone item runs with ``db``
-    itself. The log lines of each item carry its ``request_id``."""
+    itself. The log lines of each item carry its ``request_id``.
+
+    ``claim``: the items are event payloads, and ``handle`` begins with
+    ``tx.claim_event(claim, payload["event_id"])`` (reading the inbox no other way): their
+    inbox rows are then written in one statement for the batch (:meth:`Tx.claim_events`)."""
     from services.common.logs import request_id_var
 
     def step(access, item):
@@ -283,6 +309,8 @@ def each(db: DatabaseAccess, items: list, handle) -> list:
     with db.engine.connect() as conn:
         with conn.begin():
             shared = SharedAccess(db, conn)
+            if claim is not None:
+                shared.tx.claim_events(claim, [item["event_id"] for item in items])
             outcomes = [step(shared, item) for item in items]
             if shared.broken is not None:
                 raise BatchFailed(f"a step raised {shared.broken!r}") from shared.broken

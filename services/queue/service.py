@@ -149,7 +149,7 @@ class QueueService:
                 raise PoisonMessage(str(exc)) from exc
             return _handled(result)
 
-        return each(self.db, payloads, apply)
+        return each(self.db, payloads, apply, claim=f"queue.{method}")
 
     @reliable_handler("applications", "application_filed", batch=True)
     def on_application_filed(self, payloads: list[dict]) -> list[str]:

@@ -136,32 +136,37 @@ class RegistryService:
     def on_queue_entry_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
         return each(self.db, payloads, lambda db, payload: commands.apply_queue_entry(
             db, payload["event_id"], contracts.parse(payload, "queue", "queue_entry_changed"),
-            self.settings, handler="registry.on_queue_entry_changed"))
+            self.settings, handler="registry.on_queue_entry_changed"),
+            claim="registry.on_queue_entry_changed")
 
     @reliable_handler("allocation", "place_released", batch=True)
     def on_place_released(self, payloads: list[dict[str, Any]]) -> list[str]:
         return each(self.db, payloads, lambda db, payload: commands.apply_place(
             db, payload["event_id"], contracts.parse(payload, "allocation", "place_released"),
-            True, self.settings, handler="registry.on_place_released"))
+            True, self.settings, handler="registry.on_place_released"),
+            claim="registry.on_place_released")
 
     @reliable_handler("allocation", "place_changed", batch=True)
     def on_place_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
         return each(self.db, payloads, lambda db, payload: commands.apply_place(
             db, payload["event_id"], contracts.parse(payload, "allocation", "place_changed"),
-            False, self.settings, handler="registry.on_place_changed"))
+            False, self.settings, handler="registry.on_place_changed"),
+            claim="registry.on_place_changed")
 
     @reliable_handler("allocation", "direction_issued", batch=True)
     def on_direction_issued(self, payloads: list[dict[str, Any]]) -> list[str]:
         return each(self.db, payloads, lambda db, payload: commands.apply_direction(
             db, payload["event_id"], contracts.parse(payload, "allocation", "direction_issued"),
-            self.settings, handler="registry.on_direction_issued"))
+            self.settings, handler="registry.on_direction_issued"),
+            claim="registry.on_direction_issued")
 
     @reliable_handler("allocation", "direction_changed", batch=True)
     def on_direction_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
         return each(self.db, payloads, lambda db, payload: commands.apply_direction(
             db, payload["event_id"],
             contracts.parse(payload, "allocation", "direction_changed"),
-            self.settings, handler="registry.on_direction_changed"))
+            self.settings, handler="registry.on_direction_changed"),
+            claim="registry.on_direction_changed")
 
     @reliable_handler("registry", "organization_changed")
     def on_organization_changed(self, payload: dict[str, Any]) -> str:

@@ -59,12 +59,19 @@ def test_a_batched_handler_handles_a_burst_in_shared_transactions_each_event_onc
                                  {"tag": f"{prefix}-{i}", "fail": False}) for i in range(300)]
     publish(selftest, events[:150])  # waiting before the consumer starts: batches at once
     start_services(st.BatchConsumer)
-    publish(selftest, events[150:] + events[:5])  # and five delivered a second time
+    # and five delivered a second time, two of them twice in the same breath
+    publish(selftest, events[150:] + events[:5] + events[3:5])
     wait_for(lambda: len(batched(db_engine, prefix)) >= 300, timeout=30,
              message="every event handled")
     eventlet.sleep(0.5)  # the redelivered copies arrive
     rows = batched(db_engine, prefix)
     assert sorted(r.event_id for r in rows) == sorted(e["event_id"] for e in events)
+    with db_engine.connect() as conn:
+        inbox = conn.execute(text(
+            "SELECT count(*) FROM selftest.inbox WHERE handler = "
+            "'selftest_batch_consumer.on_things' AND event_id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": [e["event_id"] for e in events]}).scalar()
+    assert inbox == 300
     # several events a batch, each batch one transaction, none bigger than HANDLER_BATCH
     assert max(r.batch_size for r in rows) > 1
     assert max(r.batch_size for r in rows) <= 50
