@@ -202,6 +202,15 @@ class ReliableEventHandler(EventHandler):
         metrics.HANDLING_SECONDS.labels(service, self.method_name)
         metrics.IN_PROGRESS.labels(service)
 
+    def stop(self):
+        """Nothing more is delivered; a batched handler then handles what was delivered
+        before returning, as Nameko waits for an unbatched handler's workers, so that a clean
+        stop commits it (and the outbox relay, stopped after the entrypoints, publishes it)
+        instead of leaving it to be delivered again."""
+        super().stop()
+        while self._batching or self._waiting:
+            eventlet.sleep(0.01)
+
     @property
     def batch_size(self) -> int:
         return max(1, int(settings(self.container.config).get("HANDLER_BATCH", 50)))
