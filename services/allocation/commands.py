@@ -369,7 +369,23 @@ def reserve_ahead(db: DatabaseAccess, events: list[Mapping[str, Any]], reserve_m
             return ahead.pop(key)
         return reserve_next(place)
 
+    reserve.unused = ahead  # type: ignore[attr-defined]
     return reserve
+
+
+def release_unused(db: DatabaseAccess, reserve: Remote, release_reservation: Remote) -> None:
+    """After a batch: give back the reservations :func:`reserve_ahead` made for places that
+    were then not allocated (one moved on between the two reads). A place directed or filled
+    used its reservation: the queue keeps one reservation per place."""
+    unused = [key for key, entry in getattr(reserve, "unused", {}).items() if entry]
+    if not unused:
+        return
+    with db.read() as tx:
+        places = {str(p["place_id"]): p for p in storage.get_places(tx, unused)}
+    for key in unused:
+        place = places.get(key)
+        if place is None or place["status"] not in (domain.PLACE_DIRECTED, domain.PLACE_FILLED):
+            _release_quietly(release_reservation, key)
 
 
 def end_priority_periods(db: DatabaseAccess, batch: int = 200) -> int:

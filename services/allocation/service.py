@@ -165,11 +165,13 @@ class AllocationService:
                       and "revision" in p["data"]]
             reserve_next = commands.reserve_ahead(
                 self.db, events, self.remote(self.queue.reserve_next_many), reserve_next)
-        return each(self.db, payloads, lambda db, payload: commands.allocate_place(
+        outcomes = each(self.db, payloads, lambda db, payload: commands.allocate_place(
             db, self.rules, payload["event_id"],
             contracts.parse(payload, "allocation", "place_released"),
             reserve_next=reserve_next, release_reservation=release_reservation,
             request_id=payload.get("request_id")))
+        commands.release_unused(self.db, reserve_next, release_reservation)
+        return outcomes
 
     # -- timers (every instance ticks; one runs each job) -----------------------------------------
     @setting_timer("ALLOCATION_TIMER_SECONDS", 5.0)
