@@ -131,42 +131,39 @@ class RegistryService:
     # -- read models ---------------------------------------------------------------------------
 
     # Batched (services.common.events): the events delivered while a batch is handled go
-    # next, together, in one transaction (services.common.db.each).
+    # next, together, in one transaction (services.common.db.each), their inbox rows in one
+    # statement.
+    def _apply(self, payloads: list[dict[str, Any]], source: str, event_type: str, method: str,
+               apply, *args) -> list[str]:
+        handler = f"registry.{method}"
+        return each(self.db, payloads, lambda db, payload: apply(
+            db, payload["event_id"], contracts.parse(payload, source, event_type), *args,
+            self.settings, handler=handler), claim=handler)
+
     @reliable_handler("queue", "queue_entry_changed", batch=True)
     def on_queue_entry_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
-        return each(self.db, payloads, lambda db, payload: commands.apply_queue_entry(
-            db, payload["event_id"], contracts.parse(payload, "queue", "queue_entry_changed"),
-            self.settings, handler="registry.on_queue_entry_changed"),
-            claim="registry.on_queue_entry_changed")
+        return self._apply(payloads, "queue", "queue_entry_changed", "on_queue_entry_changed",
+                           commands.apply_queue_entry)
 
     @reliable_handler("allocation", "place_released", batch=True)
     def on_place_released(self, payloads: list[dict[str, Any]]) -> list[str]:
-        return each(self.db, payloads, lambda db, payload: commands.apply_place(
-            db, payload["event_id"], contracts.parse(payload, "allocation", "place_released"),
-            True, self.settings, handler="registry.on_place_released"),
-            claim="registry.on_place_released")
+        return self._apply(payloads, "allocation", "place_released", "on_place_released",
+                           commands.apply_place, True)
 
     @reliable_handler("allocation", "place_changed", batch=True)
     def on_place_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
-        return each(self.db, payloads, lambda db, payload: commands.apply_place(
-            db, payload["event_id"], contracts.parse(payload, "allocation", "place_changed"),
-            False, self.settings, handler="registry.on_place_changed"),
-            claim="registry.on_place_changed")
+        return self._apply(payloads, "allocation", "place_changed", "on_place_changed",
+                           commands.apply_place, False)
 
     @reliable_handler("allocation", "direction_issued", batch=True)
     def on_direction_issued(self, payloads: list[dict[str, Any]]) -> list[str]:
-        return each(self.db, payloads, lambda db, payload: commands.apply_direction(
-            db, payload["event_id"], contracts.parse(payload, "allocation", "direction_issued"),
-            self.settings, handler="registry.on_direction_issued"),
-            claim="registry.on_direction_issued")
+        return self._apply(payloads, "allocation", "direction_issued", "on_direction_issued",
+                           commands.apply_direction)
 
     @reliable_handler("allocation", "direction_changed", batch=True)
     def on_direction_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
-        return each(self.db, payloads, lambda db, payload: commands.apply_direction(
-            db, payload["event_id"],
-            contracts.parse(payload, "allocation", "direction_changed"),
-            self.settings, handler="registry.on_direction_changed"),
-            claim="registry.on_direction_changed")
+        return self._apply(payloads, "allocation", "direction_changed", "on_direction_changed",
+                           commands.apply_direction)
 
     @reliable_handler("registry", "organization_changed")
     def on_organization_changed(self, payload: dict[str, Any]) -> str:

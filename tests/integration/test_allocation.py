@@ -459,22 +459,28 @@ def test_unused_direction_expires_and_the_place_goes_to_the_next_child(world):
 
 # -- the commands alone, with the queue's answers scripted -----------------------------------------
 
-def test_allocation_waits_until_the_queue_drops_a_declined_childs_reservation(db_engine):
-    """After a decline the place is released again at once; the queue may still hand back the
-    child who declined (its reservation is idempotent per place) until it has seen the decline.
-    Allocation must wait for a fresh answer instead of directing the same child again."""
-    from services.allocation import commands
+def _scripted(db_engine):
+    """Allocation's commands on the test database, for a group of an organisation that only
+    the test knows: (db, rules, organisation id, group id, group, staff actor, tag)."""
     from services.allocation.domain import Rules
     from services.common.db import DatabaseAccess
 
-    db = DatabaseAccess(db_engine, "allocation")
-    rules = Rules(calendar=load_calendar())
     org, group_id = uuid.uuid4().int % 10**12 + 10**12, uuid.uuid4().int % 10**12 + 10**12
     group = {"id": group_id, "organization_id": org, "organization_name": "Scripted",
              "name": "g", "group_type": "general", "birth_year": 2022, "language": "kk",
              "capacity": 5, "enrolled": 0}
     staff = {"id": "staff:scripted", "role": "staff", "organization_id": org}
-    tag = uuid.uuid4().hex[:6]
+    return (DatabaseAccess(db_engine, "allocation"), Rules(calendar=load_calendar()), org,
+            group_id, group, staff, uuid.uuid4().hex[:6])
+
+
+def test_allocation_waits_until_the_queue_drops_a_declined_childs_reservation(db_engine):
+    """After a decline the place is released again at once; the queue may still hand back the
+    child who declined (its reservation is idempotent per place) until it has seen the decline.
+    Allocation must wait for a fresh answer instead of directing the same child again."""
+    from services.allocation import commands
+
+    db, rules, org, group_id, group, staff, tag = _scripted(db_engine)
     first = {"application_number": f"SC{tag}-1", "applicant_id": "applicant:+1",
              "child_name": "First", "queue_type": "general"}
     second = {**first, "application_number": f"SC{tag}-2", "applicant_id": "applicant:+2",
@@ -534,17 +540,9 @@ def test_a_batch_reserves_its_places_in_one_call_and_gives_back_what_it_did_not_
     each place takes its own entry; a reservation made for a place that then was not
     allocated (it moved on between the two reads) is given back to the queue."""
     from services.allocation import commands
-    from services.allocation.domain import Rules
-    from services.common.db import DatabaseAccess, each
+    from services.common.db import each
 
-    db = DatabaseAccess(db_engine, "allocation")
-    rules = Rules(calendar=load_calendar())
-    org, group_id = uuid.uuid4().int % 10**12 + 10**12, uuid.uuid4().int % 10**12 + 10**12
-    group = {"id": group_id, "organization_id": org, "organization_name": "Scripted",
-             "name": "g", "group_type": "general", "birth_year": 2022, "language": "kk",
-             "capacity": 5, "enrolled": 0}
-    staff = {"id": "staff:scripted", "role": "staff", "organization_id": org}
-    tag = uuid.uuid4().hex[:6]
+    db, rules, org, group_id, group, staff, tag = _scripted(db_engine)
     children = [{"application_number": f"SB{tag}-{n}", "applicant_id": f"applicant:+{n}",
                  "child_name": f"Child {n}", "queue_type": "general"} for n in range(3)]
     place_ids = commands.release_places(db, rules, org, group_id, 3, staff,
