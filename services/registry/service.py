@@ -131,39 +131,49 @@ class RegistryService:
     # -- read models ---------------------------------------------------------------------------
 
     # Batched (services.common.events): the events delivered while a batch is handled go
-    # next, together, in one transaction (services.common.db.each), their inbox rows in one
-    # statement.
+    # next, together. A lone event is applied as it always was; a batch of several in one
+    # transaction and a few set-based statements (commands.apply_batch).
     def _apply(self, payloads: list[dict[str, Any]], source: str, event_type: str, method: str,
-               apply, *args) -> list[str]:
+               apply, clean, apply_many, *args) -> list[str]:
         handler = f"registry.{method}"
-        return each(self.db, payloads, lambda db, payload: apply(
-            db, payload["event_id"], contracts.parse(payload, source, event_type), *args,
-            self.settings, handler=handler), claim=handler)
+        if len(payloads) == 1:
+            return each(self.db, payloads, lambda db, payload: apply(
+                db, payload["event_id"], contracts.parse(payload, source, event_type), *args,
+                self.settings, handler=handler))
+        events = [(payload["event_id"], clean(contracts.parse(payload, source, event_type)))
+                  for payload in payloads]
+        return commands.apply_batch(self.db, handler, events, lambda tx, snapshots: apply_many(
+            tx, snapshots, *args, self.settings))
 
     @reliable_handler("queue", "queue_entry_changed", batch=True)
     def on_queue_entry_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
         return self._apply(payloads, "queue", "queue_entry_changed", "on_queue_entry_changed",
-                           commands.apply_queue_entry)
+                           commands.apply_queue_entry, domain.clean_entry,
+                           commands.apply_queue_entries)
 
     @reliable_handler("allocation", "place_released", batch=True)
     def on_place_released(self, payloads: list[dict[str, Any]]) -> list[str]:
         return self._apply(payloads, "allocation", "place_released", "on_place_released",
-                           commands.apply_place, True)
+                           commands.apply_place, domain.clean_place, commands.apply_places,
+                           True)
 
     @reliable_handler("allocation", "place_changed", batch=True)
     def on_place_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
         return self._apply(payloads, "allocation", "place_changed", "on_place_changed",
-                           commands.apply_place, False)
+                           commands.apply_place, domain.clean_place, commands.apply_places,
+                           False)
 
     @reliable_handler("allocation", "direction_issued", batch=True)
     def on_direction_issued(self, payloads: list[dict[str, Any]]) -> list[str]:
         return self._apply(payloads, "allocation", "direction_issued", "on_direction_issued",
-                           commands.apply_direction)
+                           commands.apply_direction, domain.clean_direction,
+                           commands.apply_directions)
 
     @reliable_handler("allocation", "direction_changed", batch=True)
     def on_direction_changed(self, payloads: list[dict[str, Any]]) -> list[str]:
         return self._apply(payloads, "allocation", "direction_changed", "on_direction_changed",
-                           commands.apply_direction)
+                           commands.apply_direction, domain.clean_direction,
+                           commands.apply_directions)
 
     @reliable_handler("registry", "organization_changed")
     def on_organization_changed(self, payload: dict[str, Any]) -> str:

@@ -322,3 +322,146 @@ def add_facts(tx: Tx, facts: list[Mapping[str, Any]], timezone: str) -> None:
             LEFT JOIN {S}.organizations o ON o.id = x.organization_id""",
         {"rows": json.dumps(list(facts), default=str), "tz": timezone},
     )
+
+
+# -- read models, a batch of events at a time (commands.apply_batch) ------------------------------
+# Each function takes the snapshots of a batch, at most one per key, and runs a fixed number
+# of statements whatever their number.
+
+_ENTRY_RECORD = """application_number text, revision int, queue_name text, district text,
+    queue_type text, birth_year int, language text, status text, benefit_tier text,
+    filed_at timestamptz, stop_list jsonb, applicant_name text, child_name text,
+    preferred_organizations bigint[]"""
+_PLACE_RECORD = """place_id jsonb, revision int, status text, organization_id bigint,
+    group_id bigint, release_id jsonb, birth_year int, language text, group_type text,
+    released_at timestamptz, priority_starts_at timestamptz, priority_ends_at timestamptz,
+    vacancy_opened_at timestamptz, direction_number text"""
+_DIRECTION_RECORD = """number text, revision int, status text, type text, place_id jsonb,
+    organization_id bigint, group_id bigint, application_number text, child_name text,
+    birth_year int, language text, issued_at timestamptz, expires_at timestamptz,
+    closed_at timestamptz, reason text"""
+_DIRECTION_COLUMNS = """number, revision, status, type, place_id, organization_id, group_id,
+    application_number, child_name, birth_year, language, issued_at, expires_at, closed_at,
+    reason"""
+
+
+def _set_all(columns: str, key: str) -> str:
+    """``col = x.col, ...`` for every column but the key."""
+    names = [c.strip() for c in columns.replace("\n", " ").split(",")]
+    return ", ".join(f"{c} = x.{c}" for c in names if c and c != key)
+
+
+def lock_many(tx: Tx, table: str, key: str, keys: list[Any],
+              columns: str = "revision, status") -> dict[Any, dict[str, Any]]:
+    """lock_entry / lock_direction for many keys in one statement: {key: row} of the rows
+    that exist, locked FOR UPDATE (in key order, so two batches cannot deadlock on them)."""
+    if not keys:
+        return {}
+    rows = tx.execute(
+        f"SELECT {key} AS _key, {columns} FROM {S}.{table} WHERE {key} = ANY(:k) "
+        f"ORDER BY {key} FOR UPDATE",
+        {"k": keys},
+    ).mappings().all()
+    return {r["_key"]: {k: v for k, v in r.items() if k != "_key"} for r in rows}
+
+
+def insert_new(tx: Tx, table: str, key: str, rows: list[Mapping[str, Any]]) -> set[str]:
+    """insert_entry / insert_direction for many (``table`` ``queue_entries`` or
+    ``directions``) in one statement: the keys inserted (a row that a concurrent transaction
+    inserted meanwhile is left out)."""
+    if not rows:
+        return set()
+    columns, record = _SNAPSHOT_TABLES[table]
+    return set(tx.execute(
+        f"""INSERT INTO {S}.{table} ({columns}, republished_at)
+            SELECT {columns}, clock_timestamp()
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({record})
+            ON CONFLICT ({key}) DO NOTHING RETURNING {key}""",
+        {"rows": _j(list(rows))},
+    ).scalars().all())
+
+
+def update_newer(tx: Tx, table: str, key: str, rows: list[Mapping[str, Any]]) -> set[str]:
+    """update_entry / update_direction for many (locked) rows in one statement, each only
+    where the snapshot is newer: the keys updated."""
+    if not rows:
+        return set()
+    columns, record = _SNAPSHOT_TABLES[table]
+    return set(tx.execute(
+        f"""UPDATE {S}.{table} t SET {_set_all(columns, key)},
+                republished_at = clock_timestamp()
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({record})
+            WHERE t.{key} = x.{key} AND t.revision < x.revision
+            RETURNING t.{key}""",
+        {"rows": _j(list(rows))},
+    ).scalars().all())
+
+
+def insert_releases(tx: Tx, places: list[Mapping[str, Any]]) -> set[tuple[Any, int]]:
+    """insert_release for many in one statement: the (place_id, revision) pairs inserted."""
+    if not places:
+        return set()
+    rows = tx.execute(
+        f"""INSERT INTO {S}.releases (place_id, release_revision, revision, release_id,
+                organization_id, organization_name, ownership, address, district, group_id,
+                group_name, group_type, birth_year, language, released_at, priority_starts_at,
+                priority_ends_at, republished_at)
+            SELECT x.place_id, x.revision, x.revision, x.release_id, x.organization_id, o.name,
+                   o.ownership, o.address, o.district, x.group_id, g.name,
+                   COALESCE(x.group_type, g.group_type), COALESCE(x.birth_year, g.birth_year),
+                   COALESCE(x.language, g.language), x.released_at, x.priority_starts_at,
+                   x.priority_ends_at, clock_timestamp()
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({_PLACE_RECORD})
+            LEFT JOIN {S}.organizations o ON o.id = x.organization_id
+            LEFT JOIN {S}.groups g ON g.id = x.group_id
+            ON CONFLICT (place_id, release_revision) DO NOTHING
+            RETURNING place_id, release_revision""",
+        {"rows": _j(list(places))},
+    ).all()
+    return {(_j(r[0]), int(r[1])) for r in rows}
+
+
+def update_releases(tx: Tx, places: list[Mapping[str, Any]]) -> None:
+    """update_release for many places (one snapshot each) in one statement."""
+    if not places:
+        return
+    tx.execute(
+        f"""UPDATE {S}.releases r SET revision = x.revision,
+                priority_starts_at = x.priority_starts_at,
+                priority_ends_at = x.priority_ends_at, republished_at = clock_timestamp()
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({_PLACE_RECORD})
+            WHERE r.id = (SELECT id FROM {S}.releases WHERE place_id = x.place_id
+                            AND release_revision <= x.revision
+                          ORDER BY release_revision DESC LIMIT 1)
+              AND r.revision < x.revision
+              AND r.release_id IS NOT DISTINCT FROM x.release_id
+              AND r.released_at IS NOT DISTINCT FROM x.released_at
+              AND (r.priority_starts_at IS DISTINCT FROM x.priority_starts_at
+                   OR r.priority_ends_at IS DISTINCT FROM x.priority_ends_at)""",
+        {"rows": _j(list(places))},
+    )
+
+
+def upsert_places(tx: Tx, places: list[Mapping[str, Any]]) -> set[str]:
+    """insert_place, or update_place where the snapshot is newer, for many places in one
+    statement (the place row is locked by it either way): the place ids (as JSON) written."""
+    if not places:
+        return set()
+    rows = tx.execute(
+        f"""INSERT INTO {S}.places ({_PLACE_COLUMNS})
+            SELECT place_id, revision, status, organization_id, group_id, release_id,
+                   birth_year, language, group_type, released_at, priority_starts_at,
+                   priority_ends_at, vacancy_opened_at, direction_number, clock_timestamp()
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({_PLACE_RECORD})
+            ORDER BY x.place_id
+            ON CONFLICT (place_id) DO UPDATE SET
+                {_set_all(_PLACE_COLUMNS, 'place_id').replace('x.', 'EXCLUDED.')}
+            WHERE {S}.places.revision < EXCLUDED.revision
+            RETURNING place_id""",
+        {"rows": _j(list(places))},
+    ).scalars().all()
+    return {_j(r) for r in rows}
+
+
+_SNAPSHOT_TABLES = {"queue_entries": (_ENTRY_COLUMNS, _ENTRY_RECORD),
+                    "directions": (_DIRECTION_COLUMNS, _DIRECTION_RECORD)}

@@ -524,3 +524,107 @@ def test_queue_totals_come_from_counts_kept_with_the_rows(registry, publish, db_
                      {"n": numbers[5]})
     assert counted() == actual()
     assert registry.list_queue({"district": district}, 1, 50)["total"] == 7
+
+
+def test_a_batch_of_events_leaves_the_read_models_as_the_events_one_by_one(registry, db_engine):
+    """The batched handlers apply several events in a few set-based statements: the same
+    stream, applied event by event in one organisation and district and as batches in
+    another, leaves the same rows, group fill and statistic facts, and the same outcomes."""
+    from services.common.db import DatabaseAccess
+    from services.registry import commands
+
+    settings = domain.RegistrySettings()
+    db = DatabaseAccess(db_engine, "registry")
+
+    def stream(tag: str):
+        district = random_name("district")
+        org, (group,) = new_org(registry, district, kk=KK_2022)
+        queue = f"{district}/general/2022"
+        p = [f"{tag}-P{i}" for i in range(3)]
+        d = [f"{tag}-D{i}" for i in range(3)]
+        n = [f"{tag}-A{i}" for i in range(3)]
+        kw = {"org": org, "group": group}
+        batches = [
+            ("registry.on_place_released", "place_released",
+             [place("place_released", pid, 1, **kw) for pid in p]),
+            ("registry.on_place_changed", "place_changed",
+             [place("place_changed", p[0], 2, status="vacancy", **kw),
+              place("place_changed", p[1], 3, status="vacancy", **kw),
+              place("place_changed", p[1], 2, **kw),  # older than the one before it
+              place("place_changed", p[0], 2, status="vacancy", **kw)]),  # another copy
+            ("registry.on_direction_issued", "direction_issued",
+             [direction("direction_issued", d[i], 1, place_id=p[i], **kw) for i in range(3)]),
+            ("registry.on_direction_changed", "direction_changed",
+             [direction("direction_changed", d[0], 2, status="enrolled", place_id=p[0], **kw),
+              direction("direction_changed", d[1], 2, status="declined", place_id=p[1], **kw),
+              direction("direction_changed", d[1], 3, status="enrolled", place_id=p[1], **kw),
+              direction("direction_changed", d[2], 1, place_id=p[2], **kw)]),  # stale
+            ("registry.on_queue_entry_changed", "queue_entry_changed",
+             [entry(n[0], 1, queue_name=queue, district=district),
+              entry(n[1], 1, queue_name=queue, district=district, tier="first_priority"),
+              entry(n[0], 2, queue_name=queue, district=district, status="provided"),
+              entry(n[2], 2, queue_name=queue, district=district, status="withdrawn"),
+              entry(n[2], 1, queue_name=queue, district=district)]),
+        ]
+        batches[3][2].append(batches[3][2][0])  # the same event delivered twice
+        return org, group, district, batches
+
+    def one_by_one(handler, event_type, envelopes):
+        apply = {"place_released": lambda e, data: commands.apply_place(
+                     db, e, data, True, settings, handler=handler),
+                 "place_changed": lambda e, data: commands.apply_place(
+                     db, e, data, False, settings, handler=handler),
+                 "queue_entry_changed": lambda e, data: commands.apply_queue_entry(
+                     db, e, data, settings, handler=handler)}.get(
+            event_type, lambda e, data: commands.apply_direction(
+                db, e, data, settings, handler=handler))
+        return [apply(e["event_id"], e["data"]) for e in envelopes]
+
+    def batched(handler, event_type, envelopes):
+        clean, many = {
+            "place_released": (domain.clean_place,
+                               lambda tx, s: commands.apply_places(tx, s, True, settings)),
+            "place_changed": (domain.clean_place,
+                              lambda tx, s: commands.apply_places(tx, s, False, settings)),
+            "queue_entry_changed": (domain.clean_entry, lambda tx, s:
+                                    commands.apply_queue_entries(tx, s, settings)),
+        }.get(event_type, (domain.clean_direction,
+                           lambda tx, s: commands.apply_directions(tx, s, settings)))
+        return commands.apply_batch(db, handler, [(e["event_id"], clean(e["data"]))
+                                                  for e in envelopes], many)
+
+    def state(tag, org, group, district):
+        with db_engine.connect() as conn:
+            def rows(sql):
+                return [tuple(str(v).replace(tag, "T") for v in r)
+                        for r in conn.execute(text(sql), {"t": tag + "%", "o": org["id"],
+                                                          "d": district, "g": group["id"]})]
+            return {
+                "places": rows("SELECT place_id, revision, status FROM registry.places "
+                               "WHERE place_id #>> '{}' LIKE :t ORDER BY 1"),
+                "releases": rows("SELECT place_id, release_revision, revision, "
+                                 "priority_ends_at FROM registry.releases "
+                                 "WHERE place_id #>> '{}' LIKE :t ORDER BY 1, 2"),
+                "directions": rows("SELECT number, revision, status FROM registry.directions "
+                                   "WHERE number LIKE :t ORDER BY 1"),
+                "entries": rows("SELECT application_number, revision, status, benefit_tier "
+                                "FROM registry.queue_entries WHERE application_number LIKE :t "
+                                "ORDER BY 1"),
+                "facts": rows("SELECT kind, count(*) FROM registry.stat_facts "
+                              "WHERE organization_id = :o OR district = :d GROUP BY 1 ORDER BY 1"),
+                "enrolled": rows("SELECT enrolled FROM registry.groups WHERE id = :g"),
+            }
+
+    results = {}
+    for how, apply in (("single", one_by_one), ("batch", batched)):
+        tag = f"{how[0].upper()}{uuid.uuid4().hex[:6]}"
+        org, group, district, batches = stream(tag)
+        outcomes = [apply(handler, event_type, envelopes)
+                    for handler, event_type, envelopes in batches]
+        results[how] = (outcomes, state(tag, org, group, district))
+    single, batch = results["single"], results["batch"]
+    assert batch[1] == single[1]
+    assert batch[1]["enrolled"] == [("2",)]
+    assert ("place_released", "3") in batch[1]["facts"]
+    assert batch[0] == single[0]  # applied, stale and duplicate alike
+    assert batch[0][3][-1] == "duplicate" and "stale" in batch[0][1]
