@@ -74,8 +74,12 @@ def lock_writes(tx) -> None:
     transaction gives all of them one lock order (no deadlock between a filing waiting on the
     child's unique index and a withdrawal waiting on the journal), and makes the number
     sequence and the filing clock advance together: lexical number order = filing order.
+    Taken once per transaction: a batch of events (services.common.db.each) shares one.
     """
+    if getattr(tx, "writes_locked", False):
+        return
     tx.execute(f"SELECT pg_advisory_xact_lock(hashtext('{S}.journal'))")
+    tx.writes_locked = True
 
 
 # -- idempotency ----------------------------------------------------------------------------------
