@@ -55,6 +55,12 @@ def _transaction(db: DatabaseAccess) -> Iterator[Tx]:
     If the block raises, nothing of it is written (the transaction rolls back anyway).
     """
     with db.transaction() as tx:
+        if tx.shared:  # a batch's transaction (services.common.db.each): written at its end
+            if getattr(tx, "pending_events", None) is None:
+                tx.pending_journal, tx.pending_events = [], []
+                tx.before_commit.append(lambda: _flush(tx))
+            yield tx
+            return
         tx.pending_journal = []
         tx.pending_events = []
         yield tx
@@ -65,7 +71,7 @@ def _flush(tx: Tx) -> None:
     events, tx.pending_events = tx.pending_events, []
     rows, tx.pending_journal = tx.pending_journal, []
     if events:
-        tx.published += storage.insert_outbox(tx, events)
+        storage.insert_outbox(tx, events)
     # appended to the journal by the database at commit (services.common.ledger)
     append_at_commit(tx, rows)
 

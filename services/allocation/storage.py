@@ -65,19 +65,11 @@ def place_and_inbox(tx: Tx, place_id: str, handler: str,
 
 # -- outbox ----------------------------------------------------------------------------------
 def insert_outbox(tx: Tx, events: list[tuple[str, str, dict[str, Any]]]) -> int:
-    """Outbox rows ``(exchange, routing_key, envelope)`` in this order, in one statement: the
-    rows Tx.publish would write one by one (the same JSON). Returns how many."""
-    from services.common.bulk import rows_json
+    """Outbox rows ``(exchange, routing_key, envelope)`` in this order, in one statement
+    (services.common.bulk.outbox_rows, which counts them in ``tx.published``)."""
+    from services.common.bulk import outbox_rows
 
-    if not events:
-        return 0
-    tx.execute(
-        f"INSERT INTO {S}.outbox (exchange, routing_key, payload) "
-        "SELECT r.x, r.k, r.p FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) "
-        "AS (x text, k text, p jsonb)) WITH ORDINALITY AS r(x, k, p, i) ORDER BY r.i",
-        {"rows": rows_json({"x": x, "k": k, "p": p} for x, k, p in events)},
-    )
-    return len(events)
+    return outbox_rows(tx, events)
 
 
 # -- releases --------------------------------------------------------------------------------

@@ -41,8 +41,14 @@ def journal_many(tx: Tx, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> int
 def publish_many(tx: Tx, events: Iterable[dict[str, Any]], exchange: str | None = None,
                  routing_key: str | None = None) -> int:
     """Write event envelopes (contracts.envelope) to the outbox, in this order."""
-    items = [{"x": exchange or f"{event['source']}.events",
-              "k": routing_key or event["event_type"], "p": event} for event in events]
+    return outbox_rows(tx, [(exchange or f"{event['source']}.events",
+                             routing_key or event["event_type"], event) for event in events])
+
+
+def outbox_rows(tx: Tx, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
+    """Outbox rows ``(exchange, routing_key, envelope)`` in this order, in one statement: the
+    rows Tx.publish would write one by one (the same JSON). Returns how many."""
+    items = [{"x": x, "k": k, "p": p} for x, k, p in rows]
     if not items:
         return 0
     tx.execute(

@@ -109,6 +109,11 @@ class Tx:
         self.conn = conn
         self.schema = schema
         self.published = 0
+        # a batch's transaction (SharedAccess): its outbox rows are written together, and
+        # what the steps leave in before_commit runs once, just before it commits
+        self.shared = False
+        self.before_commit: list = []
+        self._deferred: list | None = None
 
     def execute(self, statement, params=None):
         if isinstance(statement, str):
@@ -150,7 +155,15 @@ class Tx:
 
     def publish(self, event: dict[str, Any], exchange: str | None = None,
                 routing_key: str | None = None) -> None:
-        """Write an event envelope (see contracts.envelope) to the outbox in this transaction."""
+        """Write an event envelope (see contracts.envelope) to the outbox in this transaction
+        (in a batch's transaction, with the batch's other events in one statement at its end)."""
+        if self.shared:
+            if self._deferred is None:
+                self._deferred = []
+                self.before_commit.append(self._publish_deferred)
+            self._deferred.append((exchange or f"{event['source']}.events",
+                                   routing_key or event["event_type"], event))
+            return
         self.conn.execute(
             text(
                 f"INSERT INTO {self.schema}.outbox (exchange, routing_key, payload) "
@@ -163,6 +176,12 @@ class Tx:
             },
         )
         self.published += 1
+
+    def _publish_deferred(self) -> None:
+        from services.common.bulk import outbox_rows
+
+        rows, self._deferred = self._deferred or [], None
+        outbox_rows(self, rows)
 
     def audit(self, record: dict[str, Any]) -> None:
         """A system action for the audit log, delivered through the outbox."""
@@ -269,6 +288,7 @@ class SharedAccess:
         self.engine = access.engine
         self.schema = access.schema
         self.tx = Tx(conn, access.schema)
+        self.tx.shared = True
         self.broken: BaseException | None = None
 
     @contextlib.contextmanager
@@ -292,7 +312,8 @@ def each(db: DatabaseAccess, items: list, handle, claim: str | None = None) -> l
     connection checkout, BEGIN and COMMIT (and its WAL flush) instead of one per event, and
     wakes the outbox relay once. Each item sees what the ones before it wrote. If any raises,
     nothing of the batch is written (and the error is raised); a lone item runs with ``db``
-    itself. The log lines of each item carry its ``request_id``.
+    itself. Outbox rows (``Tx.publish``) and whatever the steps left in ``tx.before_commit``
+    are written once, at the end. The log lines of each item carry its ``request_id``.
 
     ``claim``: the items are event payloads, and ``handle`` begins with
     ``tx.claim_event(claim, payload["event_id"])`` (reading the inbox no other way): their
@@ -312,6 +333,10 @@ def each(db: DatabaseAccess, items: list, handle, claim: str | None = None) -> l
             if claim is not None:
                 shared.tx.claim_events(claim, [item["event_id"] for item in items])
             outcomes = [step(shared, item) for item in items]
+            if shared.broken is None:
+                hooks = shared.tx.before_commit
+                while hooks:  # the writes the steps left for the end (Tx.publish and others)
+                    hooks.pop(0)()
             if shared.broken is not None:
                 raise BatchFailed(f"a step raised {shared.broken!r}") from shared.broken
     if shared.tx.published and db._on_publish:

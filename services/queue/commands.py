@@ -228,6 +228,12 @@ def _transaction(db: DatabaseAccess) -> Iterator[Tx]:
     the appending transaction ends: taken inside COMMIT, it is held for no round trip of ours.
     """
     with db.transaction() as tx:
+        if tx.shared:  # a batch's transaction (services.common.db.each): written at its end
+            if getattr(tx, "pending_journal", None) is None:
+                tx.pending_journal = []
+                tx.before_commit.append(lambda: append_at_commit(tx, tx.pending_journal))
+            yield tx
+            return
         tx.pending_journal = []
         yield tx
         rows, tx.pending_journal = tx.pending_journal, []

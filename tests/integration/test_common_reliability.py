@@ -323,3 +323,58 @@ def test_a_one_statement_read_sees_committed_rows_and_a_failed_one_discards_its_
         assert tx.execute("SELECT 1").scalar() == 1
         assert tx.conn.connection.driver_connection.autocommit is False
     assert db.rows("SELECT 2 AS n") == [{"n": 2}]
+
+
+def test_a_batch_writes_its_events_in_order_at_its_end_and_wakes_the_relay_once(selftest,
+                                                                                 db_engine):
+    from services.common.db import each
+
+    wakes = []
+    db = DatabaseAccess(db_engine, st.SCHEMA, on_publish=lambda: wakes.append(1))
+    tag = f"order-{uuid.uuid4().hex[:8]}"
+    events = [contracts.envelope("selftest_producer", "thing_happened",
+                                 {"tag": f"{tag}-{i}", "fail": False}) for i in range(5)]
+
+    def step(access, event):
+        with access.transaction() as tx:
+            tx.execute(f"INSERT INTO {st.SCHEMA}.things (tag) VALUES (:t)",
+                       {"t": event["data"]["tag"]})
+            tx.publish(event)
+            if event is events[0]:
+                tx.audit({"actor": "system", "role": "system", "action": "test",
+                          "target": tag, "outcome": "ok"})
+            # written at the end of the batch, not yet
+            assert tx.conn.execute(text(
+                f"SELECT count(*) FROM {st.SCHEMA}.outbox WHERE strpos(payload::text, :t) > 0"),
+                {"t": event["event_id"]}).scalar() == 0
+        return "ok"
+
+    assert each(db, events, step) == ["ok"] * 5
+    with db_engine.connect() as conn:
+        rows = conn.execute(text(
+            f"SELECT exchange, routing_key, payload FROM {st.SCHEMA}.outbox "
+            "WHERE strpos(payload::text, :t) > 0 ORDER BY id"), {"t": tag}).all()
+    assert [r.payload.get("event_id") for r in rows if r.routing_key == "thing_happened"] == [
+        e["event_id"] for e in events]
+    assert [r.routing_key for r in rows] == ["thing_happened", "audit_record"] + [
+        "thing_happened"] * 4
+    assert wakes == [1]
+    # a failing batch writes none of it
+    bad = [contracts.envelope("selftest_producer", "thing_happened",
+                              {"tag": f"{tag}-late-{i}", "fail": False}) for i in range(3)]
+
+    def fails_last(access, event):
+        step(access, event)
+        if event is bad[-1]:
+            raise RuntimeError("the last one fails")
+        return "ok"
+
+    with pytest.raises(RuntimeError):
+        each(db, bad, fails_last)
+    with db_engine.begin() as conn:
+        assert conn.execute(text(
+            f"SELECT count(*) FROM {st.SCHEMA}.outbox WHERE strpos(payload::text, :t) > 0"),
+            {"t": f"{tag}-late"}).scalar() == 0
+        # nobody is to receive these: keep them from a later test's relay
+        conn.execute(text(f"UPDATE {st.SCHEMA}.outbox SET sent_at = clock_timestamp() "
+                          "WHERE strpos(payload::text, :t) > 0"), {"t": tag})
