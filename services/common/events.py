@@ -120,7 +120,17 @@ def _send_to_dlq(amqp_uri: str, body, queue_name: str, reason: str, headers: dic
 
 
 class DeadLetteringQueueConsumer(QueueConsumer):
-    """Kombu acks a message it cannot decode (bad JSON); we dead-letter it instead."""
+    """Kombu acks a message it cannot decode (bad JSON); we dead-letter it instead.
+
+    Each event queue may have ``HANDLER_BATCH`` messages on their way (Nameko's default is
+    ``max_workers``), so that a batched handler's batches can grow past ``max_workers`` under
+    load. An unbatched handler still runs at most ``max_workers`` of them at once; the others
+    wait, delivered."""
+
+    @property
+    def prefetch_count(self):
+        batch = int(settings(self.container.config).get("HANDLER_BATCH", 50))
+        return max(self.container.max_workers, batch)
 
     def _queue_of(self, message) -> str | None:
         tag = message.delivery_info.get("consumer_tag")
