@@ -114,6 +114,7 @@ class Tx:
         self.shared = False
         self.before_commit: list = []
         self._deferred: list | None = None
+        self._claimed: tuple[str, set[str], set[str]] | None = None  # see claim_events
 
     def execute(self, statement, params=None):
         if isinstance(statement, str):
@@ -137,7 +138,7 @@ class Tx:
 
     def claim_event(self, handler: str, event_id: str) -> bool:
         """Record (handler, event_id) in the inbox; False if it was already handled."""
-        claimed = getattr(self, "_claimed", None)
+        claimed = self._claimed
         if claimed is not None and claimed[0] == handler and str(event_id).lower() in claimed[1]:
             key = str(event_id).lower()
             if key in claimed[2]:

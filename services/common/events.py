@@ -243,7 +243,15 @@ class ReliableEventHandler(EventHandler):
             while self._waiting:
                 take = min(len(self._waiting), self.batch_size)
                 batch = [self._waiting.popleft() for _ in range(take)]
-                failed = self._run_batch(batch)
+                try:
+                    failed = self._run_batch(batch)
+                except Exception:  # noqa: BLE001 - never leave its messages unsettled
+                    log.exception("could not run a batch of %s; requeueing it",
+                                  self.method_name)
+                    for _, message in batch:
+                        metrics.IN_PROGRESS.labels(self.container.service_name).dec()
+                        settle(self.queue_consumer.requeue_message, message)
+                    continue
                 if failed is not None and len(batch) > 1:
                     log.warning("a batch of %d %s messages failed (%r); handling each alone",
                                 len(batch), self.method_name, failed[1])
