@@ -8,7 +8,6 @@ plain result. Interface: docs/rpc.md, section "applications".
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import time
 from typing import Any

@@ -428,8 +428,7 @@ def reserve_next_many(db: DatabaseAccess, places: Any,
     place is refused."""
     if not isinstance(places, list) or not 1 <= len(places) <= MAX_PLACES_PER_CALL:
         raise BadInput(f"places must be a list of 1 to {MAX_PLACES_PER_CALL} places", "places")
-    for place in places:
-        validate_place(place)
+    # a refused place raises inside the batch's one transaction: nothing of it is kept
     return each(db, places, lambda access, place: reserve_next(access, place, request_id))
 
 

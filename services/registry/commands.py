@@ -284,10 +284,7 @@ def apply_queue_entry(db: DatabaseAccess, event_id: str, data: Mapping[str, Any]
             if old["revision"] >= entry["revision"]:
                 return "stale"
             storage.update_entry(tx, entry)
-        dims = {k: entry[k] for k in ("district", "queue_type", "birth_year", "language")}
-        storage.add_facts(tx, [
-            {"kind": kind, "at": entry["filed_at"] if kind == "filed" else None, **dims}
-            for kind in domain.entry_facts(old, entry)], settings.timezone)
+        storage.add_facts(tx, _entry_facts(old, entry), settings.timezone)
         return "applied"
 
 
@@ -335,15 +332,27 @@ def apply_direction(db: DatabaseAccess, event_id: str, data: Mapping[str, Any],
         delta = domain.enrolled_delta(old["status"] if old else None, direction["status"])
         if delta and direction["group_id"] is not None:
             storage.add_enrolled(tx, direction["group_id"], delta)
-        dims = {"organization_id": direction["organization_id"],
-                "birth_year": direction["birth_year"], "language": direction["language"],
-                "direction_type": direction["type"]}
-        storage.add_facts(tx, [
-            {"kind": kind, **dims,
+        storage.add_facts(tx, _direction_facts(old, direction), settings.timezone)
+        return "applied"
+
+
+def _entry_facts(old: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> list[dict]:
+    """The statistic facts of a queue entry moving from ``old`` (None: first seen)."""
+    dims = {k: entry[k] for k in ("district", "queue_type", "birth_year", "language")}
+    return [{"kind": kind, "at": entry["filed_at"] if kind == "filed" else None, **dims}
+            for kind in domain.entry_facts(old, entry)]
+
+
+def _direction_facts(old: Mapping[str, Any] | None,
+                     direction: Mapping[str, Any]) -> list[dict]:
+    """The statistic facts of a direction moving from ``old`` (None: first seen)."""
+    dims = {"organization_id": direction["organization_id"],
+            "birth_year": direction["birth_year"], "language": direction["language"],
+            "direction_type": direction["type"]}
+    return [{"kind": kind, **dims,
              "at": direction["issued_at"] if kind == "direction_issued"
              else direction["closed_at"]}
-            for kind in domain.direction_facts(old, direction)], settings.timezone)
-        return "applied"
+            for kind in domain.direction_facts(old, direction)]
 
 
 def apply_organization_changed(db: DatabaseAccess, event_id: str, data: Mapping[str, Any],
@@ -406,14 +415,13 @@ def _write_snapshots(tx: Tx, table: str, key: str, snapshots: list[dict[str, Any
     """Lock the rows of these snapshots (one each at most), insert the new ones and update
     those the snapshot is newer than: (the rows as they were, by key; the keys written)."""
     old = storage.lock_many(tx, table, key, [x[key] for x in snapshots], columns)
-    rows = snapshots
-    inserted = storage.insert_new(tx, table, key, [r for r in rows if r[key] not in old])
-    for r in rows:  # inserted by a concurrent transaction since we looked: lock it now
-        if r[key] not in old and r[key] not in inserted:
-            found = lock_one(tx, r[key])
+    inserted = storage.insert_new(tx, table, key, [x for x in snapshots if x[key] not in old])
+    for x in snapshots:  # inserted by a concurrent transaction since we looked: lock it now
+        if x[key] not in old and x[key] not in inserted:
+            found = lock_one(tx, x[key])
             if found is not None:
-                old[r[key]] = found
-    updated = storage.update_newer(tx, table, key, [r for r in rows if r[key] in old])
+                old[x[key]] = found
+    updated = storage.update_newer(tx, table, key, [x for x in snapshots if x[key] in old])
     return old, inserted | updated
 
 
@@ -428,18 +436,11 @@ def _apply_entries(tx: Tx, newest: list[dict[str, Any]],
                    settings: domain.RegistrySettings) -> list[str]:
     old, written = _write_snapshots(tx, "queue_entries", "application_number", newest,
                                     "revision, status, benefit_tier", storage.lock_entry)
-    facts, outcome = [], {}
-    for e in newest:
-        number = e["application_number"]
-        if number not in written:
-            outcome[number] = "stale"
-            continue
-        outcome[number] = "applied"
-        dims = {k: e[k] for k in ("district", "queue_type", "birth_year", "language")}
-        facts += [{"kind": kind, "at": e["filed_at"] if kind == "filed" else None, **dims}
-                  for kind in domain.entry_facts(old.get(number), e)]
-    storage.add_facts(tx, facts, settings.timezone)
-    return [outcome[e["application_number"]] for e in newest]
+    applied = [e["application_number"] in written for e in newest]
+    storage.add_facts(tx, [fact for e, ok in zip(newest, applied) if ok
+                           for fact in _entry_facts(old.get(e["application_number"]), e)],
+                      settings.timezone)
+    return ["applied" if ok else "stale" for ok in applied]
 
 
 def apply_places(tx: Tx, places: list[dict[str, Any]], released: bool,
@@ -474,23 +475,17 @@ def _apply_directions(tx: Tx, newest: list[dict[str, Any]],
                       settings: domain.RegistrySettings) -> list[str]:
     old, written = _write_snapshots(tx, "directions", "number", newest, "revision, status",
                                     storage.lock_direction)
-    facts, outcome, enrolled = [], {}, {}
+    facts, enrolled = [], {}
     for d in newest:
         if d["number"] not in written:
-            outcome[d["number"]] = "stale"
             continue
-        outcome[d["number"]] = "applied"
         before = old.get(d["number"])
         delta = domain.enrolled_delta(before["status"] if before else None, d["status"])
         if delta and d["group_id"] is not None:
             enrolled[d["group_id"]] = enrolled.get(d["group_id"], 0) + delta
-        dims = {"organization_id": d["organization_id"], "birth_year": d["birth_year"],
-                "language": d["language"], "direction_type": d["type"]}
-        facts += [{"kind": kind, **dims,
-                   "at": d["issued_at"] if kind == "direction_issued" else d["closed_at"]}
-                  for kind in domain.direction_facts(before, d)]
+        facts += _direction_facts(before, d)
     for group_id, delta in sorted(enrolled.items()):
         if delta:
             storage.add_enrolled(tx, group_id, delta)
     storage.add_facts(tx, facts, settings.timezone)
-    return [outcome[d["number"]] for d in newest]
+    return ["applied" if d["number"] in written else "stale" for d in newest]
