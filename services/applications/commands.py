@@ -321,8 +321,10 @@ def apply_direction(db: DatabaseAccess, handler: str, event_id: str, data: dict[
                     tz: str = DEFAULT_TZ) -> str:
     """allocation.direction_issued / direction_changed: keep the direction, the status it
     implies (issued -> offered, enrolled -> provided) and the feed entry."""
-    name = None
-    if organization_name is not None and data["status"] == "issued" \
+    # allocation copies the organisation's name into the direction when the place is
+    # released; the registry is asked only for a direction that came without one
+    name = data.get("organization_name") or None
+    if name is None and organization_name is not None and data["status"] == "issued" \
             and data.get("organization_id") is not None:
         # before the transaction: never hold the write lock across an RPC
         try:

@@ -199,7 +199,8 @@ class ApplicationsService:
             # asked before the transaction: never hold the write lock across an RPC
             for payload in payloads:
                 data = payload.get("data") if isinstance(payload, dict) else None
-                if isinstance(data, dict) and data.get("status") == "issued":
+                if isinstance(data, dict) and data.get("status") == "issued" \
+                        and not data.get("organization_name"):
                     with contextlib.suppress(TypeError, ValueError):
                         organization_id = int(data.get("organization_id"))
                         if organization_id not in names:

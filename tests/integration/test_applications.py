@@ -364,6 +364,29 @@ def direction(filed, event_type, revision, status, number, organization_id=2_000
         "closed_at": None, "reason": None})
 
 
+def test_offered_feed_names_the_organisation_the_direction_carries(kezek_config):
+    """A direction that carries its organisation's name (allocation copies it in at release)
+    is shown with that name, without asking the registry."""
+    db = DatabaseAccess(get_engine(kezek_config["DB_URL"]), "applications")
+    mother = parent()
+    region = {"district": random_name("district"), "organization_id": 1}
+    filed = commands.file_application(db, new_application(region, mother), mother,
+                                      check_preferences=None)
+    event = direction(filed, "direction_issued", 1, "issued", "D" + uuid.uuid4().hex[:8])
+    kindergarten = random_name("Балапан")
+    event["data"]["organization_name"] = kindergarten
+
+    def registry_down(organization_id):
+        raise AssertionError("the registry was asked for a name the direction carries")
+
+    assert commands.apply_direction(db, "applications.on_direction_issued",
+                                    event["event_id"], event["data"],
+                                    organization_name=registry_down) == "applied"
+    offered = commands.feed(db, mother, 1, 1)["items"][0]
+    assert offered["kind"] == "offered"
+    assert kindergarten in offered["text"]["kk"] and kindergarten in offered["text"]["ru"]
+
+
 def test_feed_follows_queue_and_allocation_events(kezek_config, applications_only, publish):
     db = DatabaseAccess(get_engine(kezek_config["DB_URL"]), "applications")
     mother = parent()
