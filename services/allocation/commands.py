@@ -35,10 +35,6 @@ STALE_RESERVATION_WAIT_SECONDS = 0.25
 Remote = Callable[..., Any]
 
 
-class _AlreadyDone(Exception):
-    """Raised inside a transaction to roll it back when a concurrent twin already did it."""
-
-
 def _request_id(actor: Mapping[str, Any] | None) -> str | None:
     return (actor or {}).get("request_id")
 
@@ -117,7 +113,10 @@ def _release_quietly(release_reservation: Remote | None, place_id: str) -> None:
 def release_places(db: DatabaseAccess, rules: Rules, organization_id: Any, group_id: Any,
                    places: Any, actor: dict[str, Any] | None, get_group: Remote,
                    idempotency_key: str | None = None) -> dict[str, Any]:
-    """Release ``places`` places of a group: each starts its priority period now."""
+    """Release ``places`` places of a group: each starts its priority period now.
+
+    A release repeated with its idempotency key returns the first one's result (the key is
+    looked up under the group's lock, in the round trip that counts the open places)."""
     organization_id = domain.parse_id(organization_id, "organization_id")
     group_id = domain.parse_id(group_id, "group_id")
     places = domain.parse_places(places)
@@ -125,34 +124,28 @@ def release_places(db: DatabaseAccess, rules: Rules, organization_id: Any, group
     key = None
     if idempotency_key is not None:
         key = domain.parse_text(idempotency_key, "idempotency_key", 200)
-        with db.read() as tx:
-            done = storage.release_by_key(tx, key)
-        if done is not None:
-            return _release_result(done, organization_id, group_id)
     group = get_group(group_id)
     if not group or int(group.get("organization_id") or 0) != organization_id:
         raise NotFound("this organisation has no such group", field="group_id")
-    try:
-        with _transaction(db) as tx:
-            storage.lock_group(tx, group_id)
-            open_places, now = storage.count_open_places_and_now(tx, group_id)
+    with _transaction(db) as tx:
+        storage.lock_group(tx, group_id)
+        open_places, now, done = storage.open_places_now_and_release(tx, group_id, key)
+        if done is None:
             free = domain.free_capacity(group.get("capacity") or 0, group.get("enrolled") or 0,
                                         open_places)
             if free < places:
                 raise RuleRefused(
                     f"the group has {free} free place(s) to release", field="places",
                     code="NO_FREE_CAPACITY")
-            release = storage.insert_release(tx, "staff", organization_id, group_id, places,
-                                             actor, idempotency_key=key)
-            if release is None:
-                raise _AlreadyDone()
-            place_ids = _new_places(tx, rules, release, group, places, _request_id(actor),
-                                    now=now)
-    except _AlreadyDone:
+            release = {"kind": "staff", "organization_id": organization_id,
+                       "group_id": group_id, "actor": actor, "idempotency_key": key}
+            made = _new_places(tx, rules, release, group, places, _request_id(actor), now=now)
+    if done is None and made is not None:
+        return {"place_ids": made[1], "release_id": made[0]}
+    if done is None:  # the same key used at once for another group: that one is the release
         with db.read() as tx:
             done = storage.release_by_key(tx, key)
-        return _release_result(done, organization_id, group_id)
-    return {"place_ids": place_ids, "release_id": release["release_id"]}
+    return _release_result(done, organization_id, group_id)
 
 
 def _release_result(release: dict[str, Any], organization_id: int,
@@ -165,16 +158,18 @@ def _release_result(release: dict[str, Any], organization_id: int,
 
 
 def _new_places(tx: Tx, rules: Rules, release: dict[str, Any], group: Mapping[str, Any],
-                count: int, request_id: str | None, now: Any = None) -> list[str]:
-    """``count`` new places of a release (one statement), each journalled and published."""
+                count: int, request_id: str | None, now: Any = None
+                ) -> tuple[int, list[str]] | None:
+    """A release (``kind``, ``organization_id``, ``group_id``, ``actor``, and optionally
+    ``idempotency_key`` or ``source_direction``) and its ``count`` new places, in one
+    statement, each place journalled and published. Returns (release id, place ids), or None
+    (nothing written) if the key or source direction was already used."""
     now = now or tx.now()
     starts, ends = rules.priority_period_from(now)
-    place_ids = []
     new = []
     for _ in range(count):
         new.append({
             "place_id": str(uuid.uuid4()),
-            "release_id": release["release_id"],
             "organization_id": release["organization_id"],
             "group_id": release["group_id"],
             "organization_name": group.get("organization_name"),
@@ -190,14 +185,17 @@ def _new_places(tx: Tx, rules: Rules, release: dict[str, Any], group: Mapping[st
             "priority_starts_at": starts,
             "priority_ends_at": ends,
         })
-    for place in storage.insert_places(tx, new):
+    rows = storage.insert_release_with_places(tx, {**release, "released_at": now}, new)
+    if rows is None:
+        return None
+    place_ids = []
+    for place in rows:
         snapshot = domain.place_snapshot(place)
         _journal(tx, f"place:{snapshot['place_id']}", "place_released",
                  {**snapshot, "release_kind": release["kind"]})
         _publish(tx, "place_released", snapshot, request_id)
         place_ids.append(snapshot["place_id"])
-    storage.set_release_places(tx, release["release_id"], place_ids)
-    return place_ids
+    return rows[0]["release_id"], place_ids
 
 
 def _re_release(tx: Tx, rules: Rules, place: dict[str, Any], direction_number: str,
@@ -229,12 +227,13 @@ def _transfer_release(tx: Tx, rules: Rules, direction: dict[str, Any], old_group
                       request_id: str | None) -> list[str]:
     """The transferred child's old place: one place of the old group, once per direction. No
     capacity check: the child leaving is what frees it."""
-    release = storage.insert_release(
-        tx, "transfer", int(old_group["organization_id"]), int(old_group["id"]), 1,
-        {"id": "system", "role": "system"}, source_direction=direction["number"])
-    if release is None:
+    made = _new_places(tx, rules, {
+        "kind": "transfer", "organization_id": int(old_group["organization_id"]),
+        "group_id": int(old_group["id"]), "actor": {"id": "system", "role": "system"},
+        "source_direction": direction["number"]}, old_group, 1, request_id)
+    if made is None:
         return []
-    place_ids = _new_places(tx, rules, release, old_group, 1, request_id)
+    place_ids = made[1]
     _audit(tx, contracts.system_audit(SOURCE, "release_transfer_place",
                                       f"place:{place_ids[0]} direction:{direction['number']}",
                                       request_id=request_id))

@@ -78,19 +78,51 @@ def lock_group(tx: Tx, group_id: int) -> None:
     tx.execute("SELECT pg_advisory_xact_lock(:k)", {"k": lock_key(f"allocation:group:{group_id}")})
 
 
-def count_open_places(tx: Tx, group_id: int) -> int:
-    return int(tx.execute(
-        f"SELECT count(*) FROM {S}.places WHERE group_id = :g AND status <> 'filled'",
-        {"g": group_id},
-    ).scalar())
+def open_places_now_and_release(tx: Tx, group_id: int, idempotency_key: str | None
+                                ) -> tuple[int, dt.datetime, dict[str, Any] | None]:
+    """The group's open (not filled) places, the database clock and the release already
+    made with this idempotency key (or None), in one round trip (after lock_group)."""
+    row = _row(tx.execute(
+        f"SELECT (SELECT count(*) FROM {S}.places WHERE group_id = :g AND status <> 'filled')"
+        " AS _open, clock_timestamp() AS _now, r.* FROM (SELECT 1) one "
+        f"LEFT JOIN {S}.releases r ON r.idempotency_key = CAST(:k AS text)",
+        {"g": group_id, "k": idempotency_key}))
+    open_places, now = int(row.pop("_open")), row.pop("_now")
+    return open_places, now, (row if row["release_id"] is not None else None)
 
 
-def count_open_places_and_now(tx: Tx, group_id: int) -> tuple[int, dt.datetime]:
-    """count_open_places and the database clock, in one round trip (after lock_group)."""
-    row = tx.execute(
-        f"SELECT (SELECT count(*) FROM {S}.places WHERE group_id = :g AND status <> 'filled'),"
-        " clock_timestamp()", {"g": group_id}).one()
-    return int(row[0]), row[1]
+def insert_release_with_places(tx: Tx, release: dict[str, Any], places: list[dict[str, Any]]
+                               ) -> list[dict[str, Any]] | None:
+    """A release and its places in one statement (set_release_places included): the release
+    row (``kind``, ``organization_id``, ``group_id``, ``actor``, ``idempotency_key``,
+    ``source_direction``, ``released_at``) and its places (each without ``release_id``),
+    which get its id. Returns the place rows in the order given, or None (and writes nothing)
+    if the idempotency key or source direction is already used."""
+    from services.common.bulk import rows_json
+
+    cols = [c for c in PLACE_INSERT_COLUMNS if c != "release_id"]
+    typed = ", ".join(f"{c} {_PLACE_TYPES.get(c, 'text')}" for c in cols)
+    actor = release.get("actor") or {}
+    rows = tx.execute(
+        f"WITH rel AS (INSERT INTO {S}.releases (kind, organization_id, group_id, places, "
+        "source_direction, idempotency_key, actor_id, actor_role, released_at, place_ids) "
+        "VALUES (:kind, :org, :g, :n, :src, :key, :aid, :role, :at, CAST(:ids AS uuid[])) "
+        "ON CONFLICT DO NOTHING RETURNING release_id) "
+        f"INSERT INTO {S}.places (release_id, {', '.join(cols)}) "
+        f"SELECT rel.release_id, {', '.join('r.' + c for c in cols)} FROM rel, "
+        f"ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS ({typed})) "
+        f"WITH ORDINALITY AS r({', '.join(cols)}, i) ORDER BY r.i RETURNING *",
+        {"kind": release["kind"], "org": release["organization_id"],
+         "g": release["group_id"], "n": len(places), "src": release.get("source_direction"),
+         "key": release.get("idempotency_key"), "aid": actor.get("id"),
+         "role": actor.get("role"), "at": release["released_at"],
+         "ids": [str(p["place_id"]) for p in places],
+         "rows": rows_json({c: p.get(c) for c in cols} for p in places)},
+    ).mappings().all()
+    if not rows:
+        return None
+    by_id = {str(r["place_id"]): dict(r) for r in rows}
+    return [by_id[str(p["place_id"])] for p in places]
 
 
 def insert_release(tx: Tx, kind: str, organization_id: int, group_id: int, places: int,
@@ -126,41 +158,13 @@ PLACE_INSERT_COLUMNS = (
     "ownership", "address", "group_name", "birth_year", "language", "group_type", "status",
     "released_at", "priority_starts_at", "priority_ends_at",
 )
+_PLACE_TYPES = {"place_id": "uuid", "release_id": "bigint", "organization_id": "bigint",
+                "group_id": "bigint", "birth_year": "integer", "released_at": "timestamptz",
+                "priority_starts_at": "timestamptz", "priority_ends_at": "timestamptz"}
 PLACE_MUTABLE = frozenset({
     "status", "release_id", "released_at", "priority_starts_at", "priority_ends_at",
     "vacancy_opened_at", "direction_number",
 })
-
-
-def insert_place(tx: Tx, place: dict[str, Any]) -> dict[str, Any]:
-    cols = PLACE_INSERT_COLUMNS
-    return _row(tx.execute(
-        f"INSERT INTO {S}.places ({', '.join(cols)}) "
-        f"VALUES ({', '.join(':' + c for c in cols)}) RETURNING *",
-        {c: place.get(c) for c in cols},
-    ))
-
-
-def insert_places(tx: Tx, places: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """insert_place for many places in one statement; the rows in the order given."""
-    from services.common.bulk import rows_json
-
-    if not places:
-        return []
-    cols = PLACE_INSERT_COLUMNS
-    types = {"place_id": "uuid", "release_id": "bigint", "organization_id": "bigint",
-             "group_id": "bigint", "birth_year": "integer", "released_at": "timestamptz",
-             "priority_starts_at": "timestamptz", "priority_ends_at": "timestamptz"}
-    typed = ", ".join(f"{c} {types.get(c, 'text')}" for c in cols)
-    rows = tx.execute(
-        f"INSERT INTO {S}.places ({', '.join(cols)}) "
-        f"SELECT {', '.join('r.' + c for c in cols)} FROM ROWS FROM (jsonb_to_recordset("
-        f"CAST(:rows AS jsonb)) AS ({typed})) "
-        f"WITH ORDINALITY AS r({', '.join(cols)}, i) ORDER BY r.i RETURNING *",
-        {"rows": rows_json({c: p.get(c) for c in cols} for p in places)},
-    ).mappings().all()
-    by_id = {str(r["place_id"]): dict(r) for r in rows}
-    return [by_id[str(p["place_id"])] for p in places]
 
 
 def get_place(tx: Tx, place_id: str, lock: str | None = None) -> dict[str, Any] | None:

@@ -209,10 +209,20 @@ def test_release_returns_place_ids_once_per_idempotency_key(world):
     first = w.rpc.allocation.release_places(w.org, w.group, 2, w.staff, idempotency_key=key)
     again = w.rpc.allocation.release_places(w.org, w.group, 2, w.staff, idempotency_key=key)
     assert again["place_ids"] == first["place_ids"] and len(first["place_ids"]) == 2
+    assert again["release_id"] == first["release_id"]
     with w.db.connect() as conn:
         count = conn.execute(text("SELECT count(*) FROM allocation.places WHERE group_id = :g"),
                              {"g": w.group}).scalar()
     assert count == 2
+    # the key names that release: used for another group, it is refused and releases nothing
+    other = w.add_group()
+    with pytest.raises(Conflict) as refused:
+        w.rpc.allocation.release_places(w.org, other, 1, w.staff, idempotency_key=key)
+    assert (refused.value.code, refused.value.field) == ("IDEMPOTENCY_KEY_REUSED",
+                                                         "idempotency_key")
+    with w.db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM allocation.places WHERE group_id = :g"),
+                            {"g": other}).scalar() == 0
 
 
 def test_place_with_no_eligible_child_becomes_a_vacancy_at_once(world):
