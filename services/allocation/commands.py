@@ -251,10 +251,21 @@ def _issue(tx: Tx, rules: Rules, place: dict[str, Any], entry: Mapping[str, Any]
         # the queue should never reserve a child who holds a direction; refuse loudly
         raise Conflict(f"application {number} already holds an open direction",
                        field="application_number", code="ALREADY_DIRECTED")
-    direction = storage.insert_direction(tx, {
+    direction = storage.insert_direction(
+        tx, _direction_row(rules, place, entry, by_claim, sequence, issued_at))
+    place = storage.update_place(tx, str(place["place_id"]), {
+        "status": domain.PLACE_DIRECTED, "direction_number": direction["number"]})
+    _issued(tx, place, direction, request_id, system)
+    return direction
+
+
+def _direction_row(rules: Rules, place: Mapping[str, Any], entry: Mapping[str, Any],
+                   by_claim: bool, sequence: int, issued_at: Any) -> dict[str, Any]:
+    """The new direction's row: the place's group, the reserved child, number and dates."""
+    return {
         "number": domain.direction_number(sequence),
         "place_id": str(place["place_id"]),
-        "application_number": number,
+        "application_number": entry["application_number"],
         "applicant_id": entry.get("applicant_id"),
         "type": domain.direction_type(entry, by_claim),
         "status": domain.ISSUED,
@@ -268,9 +279,13 @@ def _issue(tx: Tx, rules: Rules, place: dict[str, Any], entry: Mapping[str, Any]
         "current_group_id": entry.get("current_group_id"),
         "issued_at": issued_at,
         "expires_at": rules.direction_expiry(issued_at),
-    })
-    place = storage.update_place(tx, str(place["place_id"]), {
-        "status": domain.PLACE_DIRECTED, "direction_number": direction["number"]})
+    }
+
+
+def _issued(tx: Tx, place: dict[str, Any], direction: dict[str, Any], request_id: str | None,
+            system: bool) -> None:
+    """What a direction issued for a place writes besides the two rows: the journal row,
+    direction_issued, place_changed and, when the system allocated it, an audit record."""
     snapshot = domain.direction_snapshot(direction)
     _journal(tx, f"direction:{direction['number']}", "direction_issued", snapshot)
     _publish(tx, "direction_issued", snapshot, request_id)
@@ -279,7 +294,6 @@ def _issue(tx: Tx, rules: Rules, place: dict[str, Any], entry: Mapping[str, Any]
         _audit(tx, contracts.system_audit(
             SOURCE, "allocate", f"place:{place['place_id']} direction:{direction['number']}",
             request_id=request_id))
-    return direction
 
 
 def _open_vacancy(tx: Tx, place: dict[str, Any], why: str, request_id: str | None) -> None:
@@ -391,6 +405,93 @@ def release_unused(db: DatabaseAccess, reserve: Remote, release_reservation: Rem
         place = places.get(key)
         if place is None or place["status"] not in (domain.PLACE_DIRECTED, domain.PLACE_FILLED):
             _release_quietly(release_reservation, key)
+
+
+def allocate_batch(db: DatabaseAccess, rules: Rules, payloads: list[Mapping[str, Any]],
+                   reserve_many: Remote, reserve_next: Remote,
+                   release_reservation: Remote | None = None) -> list[str]:
+    """allocate_place for a batch of place_released events, set-based: the places still
+    awaiting allocation are reserved in one queue call (:func:`reserve_ahead`), then one
+    transaction locks them all, records the events in the inbox and issues every direction
+    with one statement each (sequence numbers, directions, places), whatever the batch's
+    size. A place nobody eligible chose becomes a vacancy as alone. An event whose place the
+    queue could not reserve up front, or reserved for the child of a direction closed since
+    (see allocate_place), is handled alone afterwards. Returns each event's outcome, as
+    allocate_place's. If anything raises, nothing of the transaction is written (the handler
+    then handles each event alone)."""
+    from services.common.logs import request_id_var
+
+    events = [(str(p["event_id"]), contracts.parse(p, SOURCE, "place_released"),
+               p.get("request_id")) for p in payloads]
+    reserve = reserve_ahead(db, [data for _, data, _ in events], reserve_many, reserve_next)
+    ahead: dict[str, Any] = reserve.unused  # type: ignore[attr-defined]
+    outcomes: list[str | None] = [None] * len(events)
+    alone = []
+    with _transaction(db) as tx:
+        reserved = {}
+        for _, data, _ in events:
+            entry = ahead.get(str(data["place_id"]))
+            reserved[str(data["place_id"])] = (
+                (entry["application_number"], entry.get("reserved_at")) if entry else
+                (None, None))
+        locked = storage.lock_places_to_issue(tx, [(p, a, r) for p, (a, r) in reserved.items()])
+        plan = []
+        for index, (_, data, _) in enumerate(events):
+            place_id = str(data["place_id"])
+            place, stale = locked.get(place_id, (None, False))
+            if not _awaits_allocation(place, int(data["revision"])):
+                plan.append((index, "stale"))
+            elif stale or place_id not in ahead:
+                alone.append(index)
+            else:
+                plan.append((index, "issued" if ahead[place_id] else "vacancy"))
+        tx.claim_events(ALLOCATE_HANDLER, [events[index][0] for index, _ in plan])
+        to_issue = []
+        for index, outcome in plan:
+            event_id, data, request_id = events[index]
+            if not tx.claim_event(ALLOCATE_HANDLER, event_id):
+                outcomes[index] = "duplicate"
+                continue
+            outcomes[index] = outcome
+            if outcome == "issued":
+                to_issue.append(index)
+            elif outcome == "vacancy":
+                _open_vacancy(tx, locked[str(data["place_id"])][0],
+                              "nobody eligible in the priority period", request_id)
+        if to_issue:
+            _issue_many(tx, rules, [(locked[str(events[i][1]["place_id"])][0],
+                                     ahead[str(events[i][1]["place_id"])], events[i][2])
+                                    for i in to_issue])
+            for index in to_issue:
+                ahead.pop(str(events[index][1]["place_id"]))  # used
+    for index in alone:
+        event_id, data, request_id = events[index]
+        request_id_var.set(request_id or None)
+        outcomes[index] = allocate_place(db, rules, event_id, data, reserve_next=reserve,
+                                         release_reservation=release_reservation,
+                                         request_id=request_id)
+    release_unused(db, reserve, release_reservation)
+    return outcomes  # type: ignore[return-value]
+
+
+def _issue_many(tx: Tx, rules: Rules,
+                issues: list[tuple[dict[str, Any], Mapping[str, Any], str | None]]) -> None:
+    """_issue (by the system, not by a claim) for many ``(locked place, reserved entry,
+    request_id)``, with one statement each for the sequence numbers, the directions and the
+    places."""
+    numbers = [entry["application_number"] for _, entry, _ in issues]
+    held = {n for n in numbers if numbers.count(n) > 1}
+    sequences = storage.next_directions_for(tx, numbers)
+    held.update(n for n, (_, _, has) in zip(numbers, sequences) if has)
+    if held:
+        raise Conflict(f"application {sorted(held)[0]} already holds an open direction",
+                       field="application_number", code="ALREADY_DIRECTED")
+    directions = storage.insert_directions(tx, [
+        _direction_row(rules, place, entry, False, sequence, issued_at)
+        for (place, entry, _), (sequence, issued_at, _) in zip(issues, sequences)])
+    places = storage.direct_places(tx, {d["place_id"]: d["number"] for d in directions})
+    for (_, _, request_id), direction in zip(issues, directions):
+        _issued(tx, places[str(direction["place_id"])], direction, request_id, system=True)
 
 
 def end_priority_periods(db: DatabaseAccess, batch: int = 200) -> int:

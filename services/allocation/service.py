@@ -159,19 +159,14 @@ class AllocationService:
         reserve_next = self.remote(self.queue.reserve_next)
         release_reservation = self.remote(self.queue.release_reservation)
         if len(payloads) > 1:
-            # the batch's places reserved in one queue call (bad payloads are left to parse)
-            events = [p["data"] for p in payloads if isinstance(p, dict)
-                      and isinstance(p.get("data"), dict) and "place_id" in p["data"]
-                      and "revision" in p["data"]]
-            reserve_next = commands.reserve_ahead(
-                self.db, events, self.remote(self.queue.reserve_next_many), reserve_next)
-        outcomes = each(self.db, payloads, lambda db, payload: commands.allocate_place(
+            return commands.allocate_batch(
+                self.db, self.rules, payloads, self.remote(self.queue.reserve_next_many),
+                reserve_next, release_reservation)
+        return each(self.db, payloads, lambda db, payload: commands.allocate_place(
             db, self.rules, payload["event_id"],
             contracts.parse(payload, "allocation", "place_released"),
             reserve_next=reserve_next, release_reservation=release_reservation,
             request_id=payload.get("request_id")))
-        commands.release_unused(self.db, reserve_next, release_reservation)
-        return outcomes
 
     # -- timers (every instance ticks; one runs each job) -----------------------------------------
     @setting_timer("ALLOCATION_TIMER_SECONDS", 5.0)

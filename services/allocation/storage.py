@@ -198,6 +198,76 @@ def lock_place_to_issue(tx: Tx, place_id: str, application_number: str | None,
     return row, bool(row.pop("_stale"))
 
 
+def lock_places_to_issue(tx: Tx, wanted: list[tuple[str, str | None, str | None]]
+                         ) -> dict[str, tuple[dict[str, Any], bool]]:
+    """lock_place_to_issue for many ``(place_id, application_number, reserved_at)`` in one
+    statement, the rows locked in place-id order (two batches never wait for each other in
+    a circle): ``{place_id: (the locked place, stale)}``; unknown places left out."""
+    from services.common.bulk import rows_json
+
+    if not wanted:
+        return {}
+    rows = tx.execute(
+        f"SELECT p.*, (v.a IS NOT NULL AND EXISTS (SELECT 1 FROM {S}.directions d "
+        "WHERE d.place_id = p.place_id AND d.application_number = v.a "
+        "AND d.status <> 'issued' AND (v.r IS NULL OR d.issued_at >= v.r))) AS _stale "
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(p uuid, a text, r timestamptz) "
+        f"JOIN {S}.places p ON p.place_id = v.p ORDER BY p.place_id FOR UPDATE OF p",
+        {"rows": rows_json({"p": p, "a": a, "r": r} for p, a, r in wanted)},
+    ).mappings().all()
+    found = {}
+    for row in rows:
+        row = dict(row)
+        stale = bool(row.pop("_stale"))
+        found[str(row["place_id"])] = (row, stale)
+    return found
+
+
+def next_directions_for(tx: Tx, application_numbers: list[str]
+                        ) -> list[tuple[int, dt.datetime, bool]]:
+    """next_direction_for for many applications in one round trip, in the order given."""
+    rows = tx.execute(
+        f"SELECT nextval('{S}.direction_number_seq'), clock_timestamp(), EXISTS ("
+        f"SELECT 1 FROM {S}.directions d WHERE d.application_number = a.n "
+        "AND d.status = 'issued') FROM unnest(CAST(:a AS text[])) WITH ORDINALITY AS a(n, i) "
+        "ORDER BY a.i", {"a": application_numbers}).all()
+    return [(int(r[0]), r[1], bool(r[2])) for r in rows]
+
+
+def insert_directions(tx: Tx, directions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """insert_direction for many in one statement; the rows in the order given."""
+    from services.common.bulk import rows_json
+
+    cols = DIRECTION_INSERT_COLUMNS
+    types = {"place_id": "uuid", "organization_id": "bigint", "group_id": "bigint",
+             "birth_year": "integer", "current_organization_id": "bigint",
+             "current_group_id": "bigint", "issued_at": "timestamptz",
+             "expires_at": "timestamptz"}
+    typed = ", ".join(f"{c} {types.get(c, 'text')}" for c in cols)
+    rows = tx.execute(
+        f"INSERT INTO {S}.directions ({', '.join(cols)}) "
+        f"SELECT {', '.join('r.' + c for c in cols)} FROM ROWS FROM (jsonb_to_recordset("
+        f"CAST(:rows AS jsonb)) AS ({typed})) WITH ORDINALITY AS r({', '.join(cols)}, i) "
+        "ORDER BY r.i RETURNING *",
+        {"rows": rows_json({c: d.get(c) for c in cols} for d in directions)},
+    ).mappings().all()
+    by_number = {r["number"]: dict(r) for r in rows}
+    return [by_number[d["number"]] for d in directions]
+
+
+def direct_places(tx: Tx, directed: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """update_place(place, {"status": "directed", "direction_number": number}) for many
+    ``{place_id: direction number}`` (locked places) in one statement: the new rows."""
+    rows = tx.execute(
+        f"UPDATE {S}.places p SET status = 'directed', direction_number = v.n, "
+        "revision = p.revision + 1, updated_at = clock_timestamp() "
+        "FROM unnest(CAST(:p AS uuid[]), CAST(:n AS text[])) AS v(p, n) "
+        "WHERE p.place_id = v.p RETURNING p.*",
+        {"p": list(directed), "n": list(directed.values())},
+    ).mappings().all()
+    return {str(r["place_id"]): dict(r) for r in rows}
+
+
 def update_place(tx: Tx, place_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Apply ``changes`` to a (locked) place and bump its revision by one."""
     unknown = set(changes) - PLACE_MUTABLE

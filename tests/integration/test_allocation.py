@@ -546,16 +546,17 @@ def _numbers_of(db_engine, place_id: str) -> list[str]:
 
 
 def test_a_batch_reserves_its_places_in_one_call_and_gives_back_what_it_did_not_use(db_engine):
-    """Allocation reserves the places of a batch of place_released events in one queue call;
-    each place takes its own entry; a reservation made for a place that then was not
-    allocated (it moved on between the two reads) is given back to the queue."""
+    """Allocation handles a batch of place_released events together: the places are reserved
+    in one queue call, each place takes its own entry (a direction each, or a vacancy when
+    nobody eligible chose it), a reservation made for a place that then was not allocated (it
+    moved on between the two reads) is given back to the queue, and an event delivered twice
+    is handled once."""
     from services.allocation import commands
-    from services.common.db import each
 
     db, rules, org, group_id, group, staff, tag = _scripted(db_engine)
     children = [{"application_number": f"SB{tag}-{n}", "applicant_id": f"applicant:+{n}",
                  "child_name": f"Child {n}", "queue_type": "general"} for n in range(3)]
-    place_ids = commands.release_places(db, rules, org, group_id, 3, staff,
+    place_ids = commands.release_places(db, rules, org, group_id, 4, staff,
                                         get_group=lambda g: group)["place_ids"]
     try:
         with db_engine.connect() as conn:
@@ -567,27 +568,57 @@ def test_a_batch_reserves_its_places_in_one_call_and_gives_back_what_it_did_not_
 
         def reserve_many(places):
             calls.append([p["place_id"] for p in places])
-            return children[:len(places)]
+            # the third place moves on once reserved, before it is allocated: an
+            # officer-free stand-in, its priority period ended (the timer's job)
+            with db_engine.begin() as conn:
+                conn.execute(text("UPDATE allocation.places SET priority_ends_at = "
+                                  "clock_timestamp() - interval '1 second' "
+                                  "WHERE place_id = CAST(:p AS uuid)"), {"p": place_ids[2]})
+            commands.end_priority_periods(db)
+            return [children[0], children[1], children[2], None]  # nobody for the fourth
 
-        reserve = commands.reserve_ahead(db, [e["data"] for e in events], reserve_many,
-                                         reserve_next=lambda place: pytest.fail("asked alone"))
+        batch = [*events, events[0]]  # the first event delivered twice
+        outcomes = commands.allocate_batch(
+            db, rules, batch, reserve_many, reserve_next=lambda place: pytest.fail("asked"),
+            release_reservation=released.append)
         assert calls == [place_ids]  # one call, every place of the batch in order
-        # the third place moves on before it is allocated: an officer-free stand-in, the
-        # priority period ended (the timer's job)
-        with db_engine.begin() as conn:
-            conn.execute(text("UPDATE allocation.places SET priority_ends_at = "
-                              "clock_timestamp() - interval '1 second' "
-                              "WHERE place_id = CAST(:p AS uuid)"), {"p": place_ids[2]})
-        commands.end_priority_periods(db)
-        outcomes = each(db, events, lambda access, e: commands.allocate_place(
-            access, rules, e["event_id"], e["data"], reserve_next=reserve,
-            release_reservation=released.append))
-        assert outcomes == ["issued", "issued", "stale"]
-        commands.release_unused(db, reserve, released.append)
+        assert outcomes == ["issued", "issued", "stale", "vacancy", "duplicate"]
         assert released == [place_ids[2]]
-        directed = [commands.get_direction(db, n)["application_number"]
-                    for p in place_ids[:2] for n in _numbers_of(db_engine, p)]
-        assert directed == [children[0]["application_number"], children[1]["application_number"]]
+        directions = [commands.get_direction(db, n) for p in place_ids
+                      for n in _numbers_of(db_engine, p)]
+        assert [(d["place_id"], d["application_number"], d["status"], d["type"])
+                for d in directions] == [
+            (place_ids[0], children[0]["application_number"], "issued", "priority"),
+            (place_ids[1], children[1]["application_number"], "issued", "priority")]
+        assert all(dt.datetime.fromisoformat(d["expires_at"]) ==
+                   working_days_later(d["issued_at"], 5) for d in directions)
+        with db_engine.connect() as conn:
+            places = {str(r["place_id"]): r for r in conn.execute(text(
+                "SELECT place_id, status, direction_number, revision FROM allocation.places "
+                "WHERE place_id = ANY(CAST(:p AS uuid[]))"), {"p": place_ids}).mappings()}
+            published = conn.execute(text(
+                "SELECT routing_key, payload->'data' AS data FROM allocation.outbox "
+                "WHERE routing_key IN ('direction_issued', 'place_changed') "
+                "AND payload->'data'->>'place_id' = ANY(:p) ORDER BY id"),
+                {"p": place_ids}).mappings().all()
+        assert [(places[p]["status"], places[p]["direction_number"]) for p in place_ids] == [
+            ("directed", directions[0]["number"]), ("directed", directions[1]["number"]),
+            ("vacancy", None), ("vacancy", None)]
+        # each direction and each place change is published once, as the rows now are
+        assert [(e["routing_key"], e["data"].get("number") or e["data"]["place_id"])
+                for e in published] == [
+            ("place_changed", place_ids[2]),  # the timer's vacancy
+            ("place_changed", place_ids[3]),  # the batch's vacancy
+            ("direction_issued", directions[0]["number"]), ("place_changed", place_ids[0]),
+            ("direction_issued", directions[1]["number"]), ("place_changed", place_ids[1])]
+        assert [e["data"]["revision"] for e in published if e["routing_key"] ==
+                "place_changed"] == [places[p]["revision"] for p in
+                                     (place_ids[2], place_ids[3], place_ids[0], place_ids[1])]
+        # the same batch again: every event is a duplicate or stale, and the queue is not asked
+        again = commands.allocate_batch(
+            db, rules, events, lambda places: pytest.fail("reserved again"),
+            reserve_next=lambda place: pytest.fail("asked"), release_reservation=released.append)
+        assert again == ["duplicate"] * 4
     finally:
         with db_engine.begin() as conn:
             conn.execute(text("UPDATE allocation.outbox SET sent_at = clock_timestamp() "
