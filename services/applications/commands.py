@@ -272,29 +272,31 @@ def _change_status(tx, row, new: str, event_id: str, source: str, tz: str,
                    extra: dict[str, Any] | None = None) -> None:
     number = row["number"]
     storage.set_status(tx, number, new)
-    tx.journal(storage.stream(number), "status_changed",
-               {"application_number": number, "from": row["status"], "to": new,
-                "source": source, "event_id": event_id, **(extra or {})})
+    storage.journal_later(tx, storage.stream(number), "status_changed",
+                          {"application_number": number, "from": row["status"], "to": new,
+                           "source": source, "event_id": event_id, **(extra or {})})
     kind = domain.feed_kind_for_status(row["status"], new)
     if kind is not None:
         params = {"number": number}
         if kind == "stop_listed":
             stop = (extra or {}).get("stop_list") or {}
             params.update(reason=stop.get("reason"), exits_at=stop.get("exits_at"))
-        storage.add_feed(tx, row["applicant_id"], number, kind,
-                         feed_texts.render(kind, tz, **params), event_id)
+        storage.feed_later(tx, row["applicant_id"], number, kind,
+                           feed_texts.render(kind, tz, **params), event_id)
 
 
 def apply_queue_entry(db: DatabaseAccess, event_id: str, data: dict[str, Any],
-                      tz: str = DEFAULT_TZ) -> str:
+                      tz: str = DEFAULT_TZ, batch_numbers: list[str] | None = None) -> str:
     """queue.queue_entry_changed: keep the status and stop-list; write the feed entry.
+    ``batch_numbers``: the applications of the batch this event came in, read together
+    (storage.application_to_change).
 
     Returns "applied", "duplicate" (redelivered), "stale" (older revision) or "unknown"."""
     with db.transaction() as tx:
         if not tx.claim_event("applications.on_queue_entry_changed", event_id):
             return "duplicate"
         storage.lock_writes(tx)
-        row = storage.get_application(tx, data["application_number"], for_update=True)
+        row = storage.application_to_change(tx, data["application_number"], batch_numbers)
         if row is None:
             log.warning("queue_entry_changed for unknown application %s",
                         data["application_number"])
@@ -310,17 +312,18 @@ def apply_queue_entry(db: DatabaseAccess, event_id: str, data: dict[str, Any],
             _change_status(tx, row, new, event_id, "queue", tz,
                            {"revision": revision, "stop_list": stop_list})
         elif stop_list != row["stop_list"]:
-            tx.journal(storage.stream(row["number"]), "stop_list_changed",
-                       {"application_number": row["number"], "stop_list": stop_list,
-                        "revision": revision, "event_id": event_id})
+            storage.journal_later(tx, storage.stream(row["number"]), "stop_list_changed",
+                                  {"application_number": row["number"], "stop_list": stop_list,
+                                   "revision": revision, "event_id": event_id})
         return "applied"
 
 
 def apply_direction(db: DatabaseAccess, handler: str, event_id: str, data: dict[str, Any],
                     organization_name: Callable[[int], "str | None"] | None = None,
-                    tz: str = DEFAULT_TZ) -> str:
+                    tz: str = DEFAULT_TZ, batch_numbers: list[str] | None = None) -> str:
     """allocation.direction_issued / direction_changed: keep the direction, the status it
-    implies (issued -> offered, enrolled -> provided) and the feed entry."""
+    implies (issued -> offered, enrolled -> provided) and the feed entry (``batch_numbers``
+    as for apply_queue_entry)."""
     # allocation copies the organisation's name into the direction when the place is
     # released; the registry is asked only for a direction that came without one
     name = data.get("organization_name") or None
@@ -335,7 +338,7 @@ def apply_direction(db: DatabaseAccess, handler: str, event_id: str, data: dict[
         if not tx.claim_event(handler, event_id):
             return "duplicate"
         storage.lock_writes(tx)
-        row = storage.get_application(tx, data["application_number"], for_update=True)
+        row = storage.application_to_change(tx, data["application_number"], batch_numbers)
         if row is None:
             log.warning("%s for unknown application %s", handler, data["application_number"])
             return "unknown"
@@ -344,14 +347,15 @@ def apply_direction(db: DatabaseAccess, handler: str, event_id: str, data: dict[
             return "stale"
         storage.upsert_direction(tx, data)
         number = row["number"]
-        tx.journal(storage.stream(number), "direction_changed",
-                   {"application_number": number, "direction_number": str(data["number"]),
-                    "status": data["status"], "revision": int(data["revision"]),
-                    "expires_at": data.get("expires_at"), "event_id": event_id})
+        storage.journal_later(
+            tx, storage.stream(number), "direction_changed",
+            {"application_number": number, "direction_number": str(data["number"]),
+             "status": data["status"], "revision": int(data["revision"]),
+             "expires_at": data.get("expires_at"), "event_id": event_id})
         newly_issued = data["status"] == "issued" and (known is None
                                                          or known["status"] != "issued")
         if newly_issued and row["status"] not in domain.FINAL_STATUSES:
-            storage.add_feed(tx, row["applicant_id"], number, "offered", feed_texts.render(
+            storage.feed_later(tx, row["applicant_id"], number, "offered", feed_texts.render(
                 "offered", tz, number=number, direction=data["number"],
                 expires_at=data.get("expires_at"), organization_name=name), event_id)
             # the queue reports "offered" too; this only avoids showing "queued" meanwhile

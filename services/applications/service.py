@@ -44,6 +44,18 @@ class CallTimedOut(UpstreamTimeout):
     gateway, UPSTREAM_TIMEOUT)."""
 
 
+def _application_numbers(payloads: list[Any]) -> list[str]:
+    """The application numbers a batch of events names (read together: see
+    storage.application_to_change); malformed payloads are left to the handler to refuse."""
+    numbers = []
+    for payload in payloads:
+        data = payload.get("data") if isinstance(payload, dict) else None
+        number = data.get("application_number") if isinstance(data, dict) else None
+        if isinstance(number, str):
+            numbers.append(number)
+    return numbers if len(payloads) > 1 else []
+
+
 class ApplicationsService:
     name = "applications"
 
@@ -178,9 +190,12 @@ class ApplicationsService:
     # lock once for all of them.
     @reliable_handler("queue", "queue_entry_changed", batch=True)
     def on_queue_entry_changed(self, payloads: list[dict]) -> list[str]:
+        numbers = _application_numbers(payloads)
+
         def apply(db, payload):
             data = contracts.parse(payload, "queue", "queue_entry_changed")
-            result = commands.apply_queue_entry(db, payload["event_id"], data, tz=self._tz)
+            result = commands.apply_queue_entry(db, payload["event_id"], data, tz=self._tz,
+                                                batch_numbers=numbers)
             return "duplicate" if result == "duplicate" else "ok"
 
         return each(self.db, payloads, apply, claim="applications.on_queue_entry_changed")
@@ -194,6 +209,7 @@ class ApplicationsService:
         return self._on_directions(payloads, "direction_changed")
 
     def _on_directions(self, payloads: list[dict], event_type: str) -> list[str]:
+        numbers = _application_numbers(payloads)
         names = {}
         if len(payloads) > 1:
             # asked before the transaction: never hold the write lock across an RPC
@@ -211,7 +227,7 @@ class ApplicationsService:
             result = commands.apply_direction(
                 db, f"applications.on_{event_type}", payload["event_id"], data,
                 organization_name=names.get if len(payloads) > 1 else self._organization_name,
-                tz=self._tz)
+                tz=self._tz, batch_numbers=numbers)
             return "duplicate" if result == "duplicate" else "ok"
 
         return each(self.db, payloads, apply, claim=f"applications.on_{event_type}")

@@ -209,6 +209,22 @@ def get_application(tx, number: str, for_update: bool = False):
     return tx.execute(sql, {"n": number}).mappings().first()
 
 
+def application_to_change(tx, number: str, batch_numbers: list[str] | None = None):
+    """get_application(for_update=True). In a batch's shared transaction
+    (services.common.db.each), the first call locks and reads every application of
+    ``batch_numbers`` in one statement; each row is handed out once, and a later read of the
+    same application (a second event for it in the batch) reads it again, as it is now."""
+    if tx.shared and batch_numbers:
+        rows = getattr(tx, "prefetched_applications", None)
+        if rows is None:
+            rows = tx.prefetched_applications = applications_for_update(tx, batch_numbers)
+            for missing in set(batch_numbers) - set(rows):
+                rows[missing] = None
+        if number in rows:
+            return rows.pop(number)
+    return get_application(tx, number, for_update=True)
+
+
 def applications_of(tx, applicant_id: str) -> list:
     return tx.execute(_VIEW + " WHERE a.applicant_id = :a ORDER BY a.number",
                       {"a": applicant_id}).mappings().all()
@@ -368,6 +384,42 @@ def upsert_direction(tx, data: dict[str, Any]) -> None:
 
 
 # -- feed -----------------------------------------------------------------------------------------
+
+def journal_later(tx, stream_name: str, kind: str, data: dict[str, Any]) -> None:
+    """tx.journal, except in a batch's shared transaction: there the rows of all its events
+    are appended in one statement at its end, in the order they were made (the journal lock
+    is held from the start anyway: lock_writes)."""
+    if not tx.shared:
+        tx.journal(stream_name, kind, data)
+        return
+    _later(tx)[0].append((stream_name, kind, data))
+
+
+def feed_later(tx, applicant_id: str, number: str, kind: str, texts: dict[str, str],
+               event_id: str | None = None) -> None:
+    """add_feed, except in a batch's shared transaction (as journal_later)."""
+    if not tx.shared:
+        add_feed(tx, applicant_id, number, kind, texts, event_id)
+        return
+    _later(tx)[1].append((applicant_id, number, kind, texts, event_id))
+
+
+def _later(tx) -> tuple[list, list]:
+    later = getattr(tx, "writes_later", None)
+    if later is None:
+        later = tx.writes_later = ([], [])
+        tx.before_commit.append(lambda: _write_later(tx))
+    return later
+
+
+def _write_later(tx) -> None:
+    from services.common.bulk import journal_many
+
+    journal, feed = tx.writes_later
+    tx.writes_later = None
+    journal_many(tx, journal)
+    add_feed_bulk(tx, [(a, n, k, t) for a, n, k, t, _ in feed], [e for *_, e in feed])
+
 
 def add_feed(tx, applicant_id: str, number: str, kind: str, texts: dict[str, str],
              event_id: str | None = None) -> None:
@@ -541,19 +593,22 @@ def imported_at_of(tx, numbers: list[str]) -> dict[str, dt.datetime]:
     return {r.number: r.imported_at for r in rows}
 
 
-def add_feed_bulk(tx, rows: list[tuple[str, str, str, dict[str, str]]]) -> None:
-    """(applicant_id, number, kind, texts) feed entries, in this order."""
+def add_feed_bulk(tx, rows: list[tuple[str, str, str, dict[str, str]]],
+                  event_ids: list[str | None] | None = None) -> None:
+    """(applicant_id, number, kind, texts) feed entries, in this order (with the event each
+    comes from, if given)."""
     from services.common.bulk import rows_json
 
     if not rows:
         return
+    events = event_ids or [None] * len(rows)
     tx.execute(
-        f"INSERT INTO {S}.feed (applicant_id, application_number, kind, text_kk, text_ru) "
-        f"SELECT r.a, r.n, r.k, r.kk, r.ru FROM "
-        f"{_recordset('a text, n text, k text, kk text, ru text')} "
-        "AS r(a, n, k, kk, ru, i) ORDER BY r.i",
-        {"rows": rows_json({"a": a, "n": n, "k": k, "kk": t["kk"], "ru": t["ru"]}
-                           for a, n, k, t in rows)},
+        f"INSERT INTO {S}.feed (applicant_id, application_number, kind, text_kk, text_ru, "
+        "event_id) SELECT r.a, r.n, r.k, r.kk, r.ru, r.e FROM "
+        f"{_recordset('a text, n text, k text, kk text, ru text, e uuid')} "
+        "AS r(a, n, k, kk, ru, e, i) ORDER BY r.i",
+        {"rows": rows_json({"a": a, "n": n, "k": k, "kk": t["kk"], "ru": t["ru"], "e": e}
+                           for (a, n, k, t), e in zip(rows, events))},
     )
 
 

@@ -364,6 +364,84 @@ def direction(filed, event_type, revision, status, number, organization_id=2_000
         "closed_at": None, "reason": None})
 
 
+def test_a_batch_of_events_leaves_what_they_leave_one_by_one(kezek_config):
+    """Queue and allocation events handled as a batch (one transaction, the applications read
+    together, journal and feed rows written at its end) leave each application with the same
+    status, feed and journal as the same events handled one at a time, including two events
+    for one application in one batch."""
+    from services.common.db import each
+
+    db = DatabaseAccess(get_engine(kezek_config["DB_URL"]), "applications")
+    region = {"district": random_name("district"), "organization_id": 1}
+
+    def world():
+        mothers = [parent() for _ in range(3)]
+        filed = [commands.file_application(db, new_application(region, m), m,
+                                           check_preferences=None) for m in mothers]
+        tag = uuid.uuid4().hex[:6]
+        entries = [
+            entry_changed(filed[0], 10, "offered"),
+            entry_changed(filed[1], 10, "offered"),
+            entry_changed(filed[0], 11, "stop_listed",
+                          {"entered_at": "2026-12-02T12:00:00+00:00", "exits_at": None,
+                           "reason": "direction_declined"}),
+            entry_changed(filed[2], 10, "queued", {"reason": "x"}),  # stop-list note only
+        ]
+        directions = [
+            direction(filed[1], "direction_issued", 1, "issued", f"DA{tag}"),
+            direction(filed[2], "direction_issued", 1, "issued", f"DB{tag}"),  # still queued
+        ]
+        for event in directions:
+            event["data"]["organization_name"] = "Айгөлек"
+        return mothers, filed, entries, directions, tag
+
+    def on_entry(numbers):
+        return lambda access, p: commands.apply_queue_entry(
+            access, p["event_id"], p["data"], batch_numbers=numbers)
+
+    def on_direction(numbers):
+        return lambda access, p: commands.apply_direction(
+            access, "applications.on_direction_issued", p["event_id"], p["data"],
+            batch_numbers=numbers)
+
+    def seen(mothers, filed, tag):
+        with db.engine.connect() as conn:
+            journal = [
+                [(r.kind, {k: v for k, v in r.data.items() if k != "event_id"})
+                 for r in conn.execute(text(
+                     "SELECT kind, data FROM applications.journal WHERE stream = :s "
+                     "AND kind <> 'application_filed' ORDER BY seq"),
+                     {"s": f"application:{f['application_number']}"})]
+                for f in filed]
+        feeds = [[(e["kind"], e["text"]["ru"].replace(f["application_number"], "N")
+                   .replace(tag, "-"))
+                  for e in commands.feed(db, m, 1, 50)["items"]]
+                 for m, f in zip(mothers, filed)]
+        statuses = [application(db, f["application_number"], m)["status"]
+                    for m, f in zip(mothers, filed)]
+        return statuses, feeds, [[(k, {x: y for x, y in d.items()
+                                       if x not in ("application_number", "direction_number")})
+                                  for k, d in j] for j in journal]
+
+    mothers, filed, entries, directions, tag = world()
+    alone = [on_entry(None)(db, e) for e in entries] + \
+        [on_direction(None)(db, e) for e in directions]
+    expected = seen(mothers, filed, tag)
+
+    mothers, filed, entries, directions, tag = world()
+    numbers = [e["data"]["application_number"] for e in entries]
+    together = each(db, entries, on_entry(numbers), claim="applications.on_queue_entry_changed")
+    numbers = [e["data"]["application_number"] for e in directions]
+    together += each(db, directions, on_direction(numbers),
+                     claim="applications.on_direction_issued")
+    assert together == alone == ["applied"] * 6
+    assert seen(mothers, filed, tag) == expected
+    statuses, feeds, _ = expected
+    assert statuses == ["stop_listed", "offered", "offered"]
+    assert [kind for kind, _ in feeds[1]] == ["offered", "filed"]
+    assert "Айгөлек" in feeds[2][0][1]
+
+
 def test_offered_feed_names_the_organisation_the_direction_carries(kezek_config):
     """A direction that carries its organisation's name (allocation copies it in at release)
     is shown with that name, without asking the registry."""
