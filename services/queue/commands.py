@@ -406,8 +406,12 @@ def reserve_next(db: DatabaseAccess, place: Any,
     place = validate_place(place)
     kind = place["group_type"]
     with _transaction(db) as tx:
-        storage.lock_place(tx, place["place_id"])
-        existing = storage.open_reservation(tx, place["place_id"])
+        locked = getattr(tx, "locked_places", None)  # see reserve_next_many
+        if locked is not None and place["place_id"] in locked:
+            existing = locked.pop(place["place_id"])
+        else:
+            storage.lock_place(tx, place["place_id"])
+            existing = storage.open_reservation(tx, place["place_id"])
         if existing is not None:
             return reserved_row(storage.get_entry(tx, existing["application_number"]), existing)
         if kind not in domain.GROUP_KIND.values():
@@ -428,8 +432,17 @@ def reserve_next_many(db: DatabaseAccess, places: Any,
     place is refused."""
     if not isinstance(places, list) or not 1 <= len(places) <= MAX_PLACES_PER_CALL:
         raise BadInput(f"places must be a list of 1 to {MAX_PLACES_PER_CALL} places", "places")
+    valid = [validate_place(place) for place in places]
+
+    def reserve(access, place):
+        tx = getattr(access, "tx", None)  # the batch's shared transaction (each)
+        if tx is not None and getattr(tx, "locked_places", None) is None:
+            # every place locked, and its open reservation read, in two statements up front
+            tx.locked_places = storage.lock_places(tx, [p["place_id"] for p in valid])
+        return reserve_next(access, place, request_id)
+
     # a refused place raises inside the batch's one transaction: nothing of it is kept
-    return each(db, places, lambda access, place: reserve_next(access, place, request_id))
+    return each(db, valid, reserve)
 
 
 def reserve_claimant(db: DatabaseAccess, place: Any, application_numbers: Any,

@@ -155,6 +155,21 @@ def lock_place(tx: Tx, place_id: str) -> None:
     tx.execute("SELECT pg_advisory_xact_lock(:k)", {"k": lock_key(f"queue:place:{place_id}")})
 
 
+def lock_places(tx: Tx, place_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    """lock_place for many places in one statement (in key order: two callers never wait for
+    each other in a circle), then their open reservations in one more: ``{place_id: the open
+    reservation or None}`` (read after the locks, so it sees what their last holder wrote)."""
+    keys = sorted({lock_key(f"queue:place:{p}") for p in place_ids})
+    tx.execute("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM "
+               "unnest(CAST(:k AS bigint[])) AS k ORDER BY k) ordered", {"k": keys})
+    found: dict[str, dict[str, Any] | None] = {p: None for p in place_ids}
+    for row in tx.execute(
+            f"SELECT * FROM {S}.reservations WHERE place_id = ANY(CAST(:p AS text[])) "
+            "AND status = 'open'", {"p": list(found)}).mappings():
+        found[row["place_id"]] = dict(row)
+    return found
+
+
 def open_reservation(tx: Tx, place_id: str) -> dict[str, Any] | None:
     return _row(tx.execute(
         f"SELECT * FROM {S}.reservations WHERE place_id = :p AND status = 'open'",
