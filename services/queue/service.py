@@ -139,8 +139,17 @@ class QueueService:
     # Batched (services.common.events): the events delivered while a batch is handled go
     # next, together, in one transaction (services.common.db.each).
     def _on(self, payloads: list[dict], source: str, event_type: str, method: str,
-            command) -> list[str]:
+            command, read_together: bool = False) -> list[str]:
+        # read_together: the batch's entries are locked and read in one statement
+        # (commands._locked); only where the command reads its entry once, straight away
+        numbers = [p["data"]["application_number"] for p in payloads
+                   if isinstance(p, dict) and isinstance(p.get("data"), dict)
+                   and isinstance(p["data"].get("application_number"), str)]
+
         def apply(db, payload):
+            tx = getattr(db, "tx", None)  # the batch's shared transaction (each)
+            if read_together and tx is not None and len(payloads) > 1:
+                tx.batch_numbers = numbers
             data = contracts.parse(payload, source, event_type)
             try:
                 result = command(db, data, event=(f"queue.{method}", payload["event_id"]),
@@ -169,12 +178,12 @@ class QueueService:
     @reliable_handler("allocation", "direction_issued", batch=True)
     def on_direction_issued(self, payloads: list[dict]) -> list[str]:
         return self._on(payloads, "allocation", "direction_issued", "on_direction_issued",
-                        commands.direction_event)
+                        commands.direction_event, read_together=True)
 
     @reliable_handler("allocation", "direction_changed", batch=True)
     def on_direction_changed(self, payloads: list[dict]) -> list[str]:
         return self._on(payloads, "allocation", "direction_changed", "on_direction_changed",
-                        commands.direction_event)
+                        commands.direction_event, read_together=True)
 
     # -- timers ------------------------------------------------------------------------------------
     @setting_timer("QUEUE_STOP_LIST_TIMER_SECONDS", STOP_LIST_TIMER_DEFAULT_SECONDS)

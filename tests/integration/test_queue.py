@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from services.common import contracts
 from services.common.amqp import ConfirmingPublisher
+from services.common.db import DatabaseAccess
 from services.common.errors import BadInput, Conflict, Forbidden, NotFound, RuleRefused
 from services.queue.service import QueueService
 from tests.helpers import random_name, wait_for
@@ -442,6 +443,41 @@ def test_direction_life_cycle_moves_the_entry(queue, publish):
     assert row["stop_list"]["exits_at"] is None
     assert queue.reserve_next(r.place()) is None  # reservation closed, child stop-listed
     assert queue.resume(r.number(2), APPLICANT)["queue_number"] == 1
+
+
+def test_a_batch_of_direction_events_moves_each_entry(queue, db_engine):
+    """direction_changed events handled as one batch (their entries locked and read in one
+    statement) move each entry as alone, also two events for one entry in the batch."""
+    import types
+
+    from services.queue import commands
+
+    r = Region()
+    for n in range(3):
+        queue.enqueue(r.filed(n, n))
+    places = [r.place() for _ in range(3)]
+    queue.reserve_next_many(places)
+    handler = types.SimpleNamespace(db=DatabaseAccess(db_engine, "queue"))
+
+    def batch(event_type, events):
+        payloads = [contracts.envelope("allocation", event_type, e) for e in events]
+        return QueueService._on(handler, payloads, "allocation", event_type, f"on_{event_type}",
+                                commands.direction_event, read_together=True)
+
+    assert batch("direction_issued", [direction(r.number(n), places[n], "issued", 1)
+                                      for n in range(3)]) == ["ok"] * 3
+    assert batch("direction_changed", [
+        direction(r.number(0), places[0], "enrolled", 2),
+        direction(r.number(1), places[1], "declined", 2),
+        direction(r.number(1), places[1], "declined", 2),  # the same snapshot again
+        direction(r.number(2), places[2], "expired", 2),
+    ]) == ["ok", "ok", "duplicate", "ok"]
+    rows = [queue.lookup(r.number(n)) for n in range(3)]
+    assert [row["status"] for row in rows] == ["provided", "stop_listed", "stop_listed"]
+    assert [row["stop_list"]["reason"] for row in rows[1:]] == ["direction_declined",
+                                                               "direction_expired"]
+    assert [journal_kinds(db_engine, r.number(n)).count("stop_list_entered")
+            for n in range(3)] == [0, 1, 1]
 
 
 def test_redelivered_or_older_event_changes_nothing(queue, publish, db_engine):
