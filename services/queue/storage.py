@@ -58,14 +58,6 @@ def get_entry(tx: Tx, number: str, lock: bool = False) -> dict[str, Any] | None:
     ))
 
 
-def entries_for_update(tx: Tx, numbers: list[str]) -> dict[str, dict[str, Any]]:
-    """get_entry(lock=True) for many numbers in one statement (locked in number order)."""
-    return {r["application_number"]: dict(r) for r in tx.execute(
-        f"SELECT {_SELECT} FROM {S}.entries e WHERE e.application_number = "
-        "ANY(CAST(:n AS text[])) ORDER BY e.application_number FOR UPDATE",
-        {"n": sorted(set(numbers))}).mappings()}
-
-
 def update_entry(tx: Tx, number: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Apply ``changes`` to a (locked) entry, bump its revision; returns the new row."""
     unknown = set(changes) - MUTABLE
