@@ -272,9 +272,9 @@ def _change_status(tx, row, new: str, event_id: str, source: str, tz: str,
                    extra: dict[str, Any] | None = None) -> None:
     number = row["number"]
     storage.set_status(tx, number, new)
-    storage.journal_later(tx, storage.stream(number), "status_changed",
-                          {"application_number": number, "from": row["status"], "to": new,
-                           "source": source, "event_id": event_id, **(extra or {})})
+    tx.journal(storage.stream(number), "status_changed",
+               {"application_number": number, "from": row["status"], "to": new,
+                "source": source, "event_id": event_id, **(extra or {})})
     kind = domain.feed_kind_for_status(row["status"], new)
     if kind is not None:
         params = {"number": number}
@@ -312,9 +312,9 @@ def apply_queue_entry(db: DatabaseAccess, event_id: str, data: dict[str, Any],
             _change_status(tx, row, new, event_id, "queue", tz,
                            {"revision": revision, "stop_list": stop_list})
         elif stop_list != row["stop_list"]:
-            storage.journal_later(tx, storage.stream(row["number"]), "stop_list_changed",
-                                  {"application_number": row["number"], "stop_list": stop_list,
-                                   "revision": revision, "event_id": event_id})
+            tx.journal(storage.stream(row["number"]), "stop_list_changed",
+                       {"application_number": row["number"], "stop_list": stop_list,
+                        "revision": revision, "event_id": event_id})
         return "applied"
 
 
@@ -347,11 +347,10 @@ def apply_direction(db: DatabaseAccess, handler: str, event_id: str, data: dict[
             return "stale"
         storage.upsert_direction(tx, data)
         number = row["number"]
-        storage.journal_later(
-            tx, storage.stream(number), "direction_changed",
-            {"application_number": number, "direction_number": str(data["number"]),
-             "status": data["status"], "revision": int(data["revision"]),
-             "expires_at": data.get("expires_at"), "event_id": event_id})
+        tx.journal(storage.stream(number), "direction_changed",
+                   {"application_number": number, "direction_number": str(data["number"]),
+                    "status": data["status"], "revision": int(data["revision"]),
+                    "expires_at": data.get("expires_at"), "event_id": event_id})
         newly_issued = data["status"] == "issued" and (known is None
                                                          or known["status"] != "issued")
         if newly_issued and row["status"] not in domain.FINAL_STATUSES:

@@ -44,18 +44,6 @@ class CallTimedOut(UpstreamTimeout):
     gateway, UPSTREAM_TIMEOUT)."""
 
 
-def _application_numbers(payloads: list[Any]) -> list[str]:
-    """The application numbers a batch of events names (read together: see
-    storage.application_to_change); malformed payloads are left to the handler to refuse."""
-    numbers = []
-    for payload in payloads:
-        data = payload.get("data") if isinstance(payload, dict) else None
-        number = data.get("application_number") if isinstance(data, dict) else None
-        if isinstance(number, str):
-            numbers.append(number)
-    return numbers if len(payloads) > 1 else []
-
-
 class ApplicationsService:
     name = "applications"
 
@@ -190,7 +178,7 @@ class ApplicationsService:
     # lock once for all of them.
     @reliable_handler("queue", "queue_entry_changed", batch=True)
     def on_queue_entry_changed(self, payloads: list[dict]) -> list[str]:
-        numbers = _application_numbers(payloads)
+        numbers = contracts.batch_values(payloads, "application_number")
 
         def apply(db, payload):
             data = contracts.parse(payload, "queue", "queue_entry_changed")
@@ -209,7 +197,7 @@ class ApplicationsService:
         return self._on_directions(payloads, "direction_changed")
 
     def _on_directions(self, payloads: list[dict], event_type: str) -> list[str]:
-        numbers = _application_numbers(payloads)
+        numbers = contracts.batch_values(payloads, "application_number")
         names = {}
         if len(payloads) > 1:
             # asked before the transaction: never hold the write lock across an RPC

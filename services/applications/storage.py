@@ -210,19 +210,10 @@ def get_application(tx, number: str, for_update: bool = False):
 
 
 def application_to_change(tx, number: str, batch_numbers: list[str] | None = None):
-    """get_application(for_update=True). In a batch's shared transaction
-    (services.common.db.each), the first call locks and reads every application of
-    ``batch_numbers`` in one statement; each row is handed out once, and a later read of the
-    same application (a second event for it in the batch) reads it again, as it is now."""
-    if tx.shared and batch_numbers:
-        rows = getattr(tx, "prefetched_applications", None)
-        if rows is None:
-            rows = tx.prefetched_applications = applications_for_update(tx, batch_numbers)
-            for missing in set(batch_numbers) - set(rows):
-                rows[missing] = None
-        if number in rows:
-            return rows.pop(number)
-    return get_application(tx, number, for_update=True)
+    """get_application(for_update=True); in a batch, the applications of ``batch_numbers``
+    are locked and read in one statement (Tx.take_prefetched)."""
+    row = tx.take_prefetched("applications", number, batch_numbers, applications_for_update)
+    return row if row is not None else get_application(tx, number, for_update=True)
 
 
 def applications_of(tx, applicant_id: str) -> list:
@@ -385,39 +376,22 @@ def upsert_direction(tx, data: dict[str, Any]) -> None:
 
 # -- feed -----------------------------------------------------------------------------------------
 
-def journal_later(tx, stream_name: str, kind: str, data: dict[str, Any]) -> None:
-    """tx.journal, except in a batch's shared transaction: there the rows of all its events
-    are appended in one statement at its end, in the order they were made (the journal lock
-    is held from the start anyway: lock_writes)."""
-    if not tx.shared:
-        tx.journal(stream_name, kind, data)
-        return
-    _later(tx)[0].append((stream_name, kind, data))
-
-
 def feed_later(tx, applicant_id: str, number: str, kind: str, texts: dict[str, str],
                event_id: str | None = None) -> None:
-    """add_feed, except in a batch's shared transaction (as journal_later)."""
+    """add_feed, except in a batch's shared transaction: there the entries of all its events
+    are written in one statement at its end, in the order they were made (as Tx.journal)."""
     if not tx.shared:
         add_feed(tx, applicant_id, number, kind, texts, event_id)
         return
-    _later(tx)[1].append((applicant_id, number, kind, texts, event_id))
-
-
-def _later(tx) -> tuple[list, list]:
-    later = getattr(tx, "writes_later", None)
+    later = getattr(tx, "feed_later", None)
     if later is None:
-        later = tx.writes_later = ([], [])
-        tx.before_commit.append(lambda: _write_later(tx))
-    return later
+        later = tx.feed_later = []
+        tx.before_commit.append(lambda: _write_feed_later(tx))
+    later.append((applicant_id, number, kind, texts, event_id))
 
 
-def _write_later(tx) -> None:
-    from services.common.bulk import journal_many
-
-    journal, feed = tx.writes_later
-    tx.writes_later = None
-    journal_many(tx, journal)
+def _write_feed_later(tx) -> None:
+    feed, tx.feed_later = tx.feed_later, None
     add_feed_bulk(tx, [(a, n, k, t) for a, n, k, t, _ in feed], [e for *_, e in feed])
 
 

@@ -131,6 +131,18 @@ def parse(payload: Any, source: str, event_type: str) -> dict[str, Any]:
     return data
 
 
+def batch_values(payloads: list[Any], field: str) -> list[str]:
+    """The string values of ``data[field]`` across a batch of event payloads, for a handler
+    that reads their rows together; malformed payloads are skipped (parse refuses them)."""
+    values = []
+    for payload in payloads:
+        data = payload.get("data") if isinstance(payload, dict) else None
+        value = data.get(field) if isinstance(data, dict) else None
+        if isinstance(value, str):
+            values.append(value)
+    return values
+
+
 AUDIT_FIELDS = (
     "id", "request_id", "actor", "role", "action", "target", "outcome", "ip", "forwarded_for",
     "user_agent", "accept_language", "fingerprint", "server_fingerprint", "body_digest",

@@ -114,7 +114,9 @@ class Tx:
         self.shared = False
         self.before_commit: list = []
         self._deferred: list | None = None
+        self._journal_deferred: list | None = None
         self._claimed: tuple[str, set[str], set[str]] | None = None  # see claim_events
+        self._prefetched: dict[str, dict] = {}  # see take_prefetched
 
     def execute(self, statement, params=None):
         if isinstance(statement, str):
@@ -192,8 +194,18 @@ class Tx:
                      routing_key="audit_record")
 
     def journal(self, stream: str, kind: str, data: dict[str, Any],
-                corrects: int | None = None) -> dict[str, Any]:
-        """Append a ledger row; the database sets seq, time and the hash chain."""
+                corrects: int | None = None) -> dict[str, Any] | None:
+        """Append a ledger row; the database sets seq, time and the hash chain. In a batch's
+        transaction (as Tx.publish) the rows wait and are appended in one statement at its
+        end, in the order they were made, and None is returned."""
+        if self.shared and corrects is None:
+            if self._journal_deferred is None:
+                self._journal_deferred = []
+                self.before_commit.append(self._journal_write_deferred)
+            self._journal_deferred.append((stream, kind, data))
+            return None
+        if self._journal_deferred:  # a correction goes after the rows made before it
+            self._journal_write_deferred()
         row = self.conn.execute(
             text(
                 f"INSERT INTO {self.schema}.journal (stream, kind, data, corrects) "
@@ -202,6 +214,26 @@ class Tx:
             {"s": stream, "k": kind, "d": json.dumps(data, default=str), "c": corrects},
         ).mappings().one()
         return dict(row)
+
+    def _journal_write_deferred(self) -> None:
+        from services.common.bulk import journal_many
+
+        rows, self._journal_deferred = self._journal_deferred or [], None
+        journal_many(self, rows)
+
+    def take_prefetched(self, name: str, key: Any, keys: list | None, read_many) -> Any:
+        """A row a batch reads together. In a batch's transaction with ``keys`` given, the
+        first call for ``name`` reads the rows of all ``keys`` with one
+        ``read_many(tx, keys) -> {key: row}``; each row is then handed out once. None when
+        there is none to hand out (not a batch, a key not among them or not found, or handed
+        out already: a second read of it in the batch sees it as it is by then): the caller
+        then reads it itself."""
+        if not (self.shared and keys):
+            return None
+        rows = self._prefetched.get(name)
+        if rows is None:
+            rows = self._prefetched[name] = read_many(self, keys)
+        return rows.pop(key, None)
 
     def try_lock(self, name: str) -> bool:
         """Transaction-scoped advisory lock: True for exactly one holder at a time."""

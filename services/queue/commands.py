@@ -245,17 +245,13 @@ def _claim(tx: Tx, event: tuple[str, str] | None) -> bool:
 
 
 def _locked(tx: Tx, number: str) -> dict[str, Any]:
-    """The entry, locked. In a batch of direction events, the first read locks and reads the
-    entries of every event of the batch in one statement (``tx.batch_numbers``, set by the
-    service); each row is handed out once, a second read of the same entry reads it again."""
-    batch = getattr(tx, "batch_numbers", None)
-    if batch:
-        rows = getattr(tx, "prefetched_entries", None)
-        if rows is None:
-            rows = tx.prefetched_entries = storage.entries_for_update(tx, batch)
-        if number in rows:
-            return rows.pop(number)
-    entry = storage.get_entry(tx, number, lock=True)
+    """The entry, locked; in a batch of direction events, the entries of all its events are
+    locked and read in one statement (``tx.batch_numbers``, set by the service;
+    Tx.take_prefetched)."""
+    entry = tx.take_prefetched("entries", number, getattr(tx, "batch_numbers", None),
+                               storage.entries_for_update)
+    if entry is None:
+        entry = storage.get_entry(tx, number, lock=True)
     if entry is None:
         raise NotFound(f"application {number} is not in the queue", "application_number")
     return entry

@@ -142,9 +142,7 @@ class QueueService:
             command, read_together: bool = False) -> list[str]:
         # read_together: the batch's entries are locked and read in one statement
         # (commands._locked); only where the command reads its entry once, straight away
-        numbers = [p["data"]["application_number"] for p in payloads
-                   if isinstance(p, dict) and isinstance(p.get("data"), dict)
-                   and isinstance(p["data"].get("application_number"), str)]
+        numbers = contracts.batch_values(payloads, "application_number")
 
         def apply(db, payload):
             tx = getattr(db, "tx", None)  # the batch's shared transaction (each)
