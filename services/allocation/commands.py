@@ -140,12 +140,13 @@ def release_places(db: DatabaseAccess, rules: Rules, organization_id: Any, group
             release = {"kind": "staff", "organization_id": organization_id,
                        "group_id": group_id, "actor": actor, "idempotency_key": key}
             made = _new_places(tx, rules, release, group, places, _request_id(actor), now=now)
-    if done is None and made is not None:
-        return {"place_ids": made[1], "release_id": made[0]}
-    if done is None:  # the same key used at once for another group: that one is the release
+    if done is None and made is None:
+        # the key was taken meanwhile by a release of another group: that one is its release
         with db.read() as tx:
             done = storage.release_by_key(tx, key)
-    return _release_result(done, organization_id, group_id)
+    if done is not None:
+        return _release_result(done, organization_id, group_id)
+    return {"place_ids": made[1], "release_id": made[0]}
 
 
 def _release_result(release: dict[str, Any], organization_id: int,
@@ -421,23 +422,22 @@ def allocate_batch(db: DatabaseAccess, rules: Rules, payloads: list[Mapping[str,
     then handles each event alone)."""
     from services.common.logs import request_id_var
 
-    events = [(str(p["event_id"]), contracts.parse(p, SOURCE, "place_released"),
-               p.get("request_id")) for p in payloads]
-    reserve = reserve_ahead(db, [data for _, data, _ in events], reserve_many, reserve_next)
+    events = []  # (event_id, data, request_id, place_id)
+    for payload in payloads:
+        data = contracts.parse(payload, SOURCE, "place_released")
+        events.append((str(payload["event_id"]), data, payload.get("request_id"),
+                       str(data["place_id"])))
+    reserve = reserve_ahead(db, [data for _, data, _, _ in events], reserve_many, reserve_next)
     ahead: dict[str, Any] = reserve.unused  # type: ignore[attr-defined]
     outcomes: list[str | None] = [None] * len(events)
     alone = []
     with _transaction(db) as tx:
-        reserved = {}
-        for _, data, _ in events:
-            entry = ahead.get(str(data["place_id"]))
-            reserved[str(data["place_id"])] = (
-                (entry["application_number"], entry.get("reserved_at")) if entry else
-                (None, None))
-        locked = storage.lock_places_to_issue(tx, [(p, a, r) for p, (a, r) in reserved.items()])
+        wanted = {place_id: ahead.get(place_id) for *_, place_id in events}
+        locked = storage.lock_places_to_issue(tx, [
+            (place_id, entry["application_number"] if entry else None,
+             entry.get("reserved_at") if entry else None) for place_id, entry in wanted.items()])
         plan = []
-        for index, (_, data, _) in enumerate(events):
-            place_id = str(data["place_id"])
+        for index, (_, data, _, place_id) in enumerate(events):
             place, stale = locked.get(place_id, (None, False))
             if not _awaits_allocation(place, int(data["revision"])):
                 plan.append((index, "stale"))
@@ -448,24 +448,20 @@ def allocate_batch(db: DatabaseAccess, rules: Rules, payloads: list[Mapping[str,
         tx.claim_events(ALLOCATE_HANDLER, [events[index][0] for index, _ in plan])
         to_issue = []
         for index, outcome in plan:
-            event_id, data, request_id = events[index]
+            event_id, _, request_id, place_id = events[index]
             if not tx.claim_event(ALLOCATE_HANDLER, event_id):
                 outcomes[index] = "duplicate"
                 continue
             outcomes[index] = outcome
             if outcome == "issued":
-                to_issue.append(index)
+                to_issue.append((locked[place_id][0], ahead.pop(place_id), request_id))
             elif outcome == "vacancy":
-                _open_vacancy(tx, locked[str(data["place_id"])][0],
-                              "nobody eligible in the priority period", request_id)
+                _open_vacancy(tx, locked[place_id][0], "nobody eligible in the priority period",
+                              request_id)
         if to_issue:
-            _issue_many(tx, rules, [(locked[str(events[i][1]["place_id"])][0],
-                                     ahead[str(events[i][1]["place_id"])], events[i][2])
-                                    for i in to_issue])
-            for index in to_issue:
-                ahead.pop(str(events[index][1]["place_id"]))  # used
+            _issue_many(tx, rules, to_issue)
     for index in alone:
-        event_id, data, request_id = events[index]
+        event_id, data, request_id, _ = events[index]
         request_id_var.set(request_id or None)
         outcomes[index] = allocate_place(db, rules, event_id, data, reserve_next=reserve,
                                          release_reservation=release_reservation,
