@@ -364,6 +364,17 @@ def direction(filed, event_type, revision, status, number, organization_id=2_000
         "closed_at": None, "reason": None})
 
 
+def filed_directly(kezek_config):
+    """An application filed through the commands, no service running, in a district of its
+    own: (db, the parent, the region, file_application's result)."""
+    db = DatabaseAccess(get_engine(kezek_config["DB_URL"]), "applications")
+    mother = parent()
+    region = {"district": random_name("district"), "organization_id": 1}
+    filed = commands.file_application(db, new_application(region, mother), mother,
+                                      check_preferences=None)
+    return db, mother, region, filed
+
+
 def test_a_batch_of_events_leaves_what_they_leave_one_by_one(kezek_config):
     """Queue and allocation events handled as a batch (one transaction, the applications read
     together, journal and feed rows written at its end) leave each application with the same
@@ -445,11 +456,7 @@ def test_a_batch_of_events_leaves_what_they_leave_one_by_one(kezek_config):
 def test_offered_feed_names_the_organisation_the_direction_carries(kezek_config):
     """A direction that carries its organisation's name (allocation copies it in at release)
     is shown with that name, without asking the registry."""
-    db = DatabaseAccess(get_engine(kezek_config["DB_URL"]), "applications")
-    mother = parent()
-    region = {"district": random_name("district"), "organization_id": 1}
-    filed = commands.file_application(db, new_application(region, mother), mother,
-                                      check_preferences=None)
+    db, mother, region, filed = filed_directly(kezek_config)
     event = direction(filed, "direction_issued", 1, "issued", "D" + uuid.uuid4().hex[:8])
     kindergarten = random_name("Балапан")
     event["data"]["organization_name"] = kindergarten
@@ -466,11 +473,7 @@ def test_offered_feed_names_the_organisation_the_direction_carries(kezek_config)
 
 
 def test_feed_follows_queue_and_allocation_events(kezek_config, applications_only, publish):
-    db = DatabaseAccess(get_engine(kezek_config["DB_URL"]), "applications")
-    mother = parent()
-    region = {"district": random_name("district"), "organization_id": 1}
-    filed = commands.file_application(db, new_application(region, mother), mother,
-                                      check_preferences=None)
+    db, mother, region, filed = filed_directly(kezek_config)
     number = filed["application_number"]
     apps = applications_only
 
@@ -548,11 +551,7 @@ def _entry_revision(db, number):
 
 def test_redelivered_direction_event_writes_one_entry(kezek_config, applications_only,
                                                       publish):
-    db = DatabaseAccess(get_engine(kezek_config["DB_URL"]), "applications")
-    mother = parent()
-    region = {"district": random_name("district"), "organization_id": 1}
-    filed = commands.file_application(db, new_application(region, mother), mother,
-                                      check_preferences=None)
+    db, mother, region, filed = filed_directly(kezek_config)
     issued = direction(filed, "direction_issued", 1, "issued", "D" + uuid.uuid4().hex[:8])
     before = consumed("on_direction_issued", "duplicate")
     publish(issued)
